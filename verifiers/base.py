@@ -1,0 +1,60 @@
+"""The contract every verifier follows.
+
+A verifier is a pure function ``(completion, ground_truth, options) -> Verdict``.
+It never does I/O of its own (code verification goes through ``sandbox``);
+the executor that calls it owns time limits, so a verifier only judges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Status = Literal["ok", "timeout", "error", "invalid"]
+
+
+class InvalidInput(ValueError):
+    """The ground truth or options can't be used by this task (status ``invalid``).
+
+    Raised by verifiers; the message becomes ``detail.error`` and should say
+    what was expected.
+    """
+
+
+@dataclass
+class Verdict:
+    reward: float
+    status: Status = "ok"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Any status but ok pays nothing: a failed check must never be rewarded.
+        if self.status != "ok":
+            self.reward = 0.0
+        self.reward = float(self.reward)
+
+
+class TaskOptions(BaseModel):
+    """Base for a task's options; unknown keys are rejected so typos surface."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+VerifyFn = Callable[[str, Any, Any], Verdict]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    ground_truth: list[str]
+    options_model: type[TaskOptions]
+    verify: VerifyFn  # (completion, ground_truth, options: options_model) -> Verdict
+    timeout_s: float = 10.0
+    family: str = ""  # queue / metrics grouping; defaults to name
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def queue(self) -> str:
+        return self.family or self.name

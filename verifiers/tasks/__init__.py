@@ -1,0 +1,1 @@
+"""Task families; every public module here registers one or more tasks."""
