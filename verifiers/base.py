@@ -1,6 +1,6 @@
 """The contract every verifier follows.
 
-A verifier is a pure function ``(completion, ground_truth, options) -> Verdict``.
+A verifier is a pure function ``(completion, ground_truth, options, prompt) -> Verdict``.
 It never does I/O of its own (code verification goes through ``sandbox``);
 the executor that calls it owns time limits, so a verifier only judges.
 """
@@ -41,7 +41,7 @@ class TaskOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-VerifyFn = Callable[[str, Any, Any], Verdict]
+VerifyFn = Callable[[str, Any, Any, "str | None"], Verdict]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class TaskSpec:
     description: str
     ground_truth: list[str]
     options_model: type[TaskOptions]
-    verify: VerifyFn  # (completion, ground_truth, options: options_model) -> Verdict
+    verify: VerifyFn  # (completion, ground_truth, options: options_model, prompt) -> Verdict
     timeout_s: float = 10.0
     family: str = ""  # queue / metrics grouping; defaults to name
     extra: dict[str, Any] = field(default_factory=dict)

@@ -28,7 +28,7 @@ def register(
     family: str = "",
     **extra: Any,
 ):
-    """Decorator registering ``fn(completion, ground_truth, options) -> Verdict``."""
+    """Decorator registering ``fn(completion, ground_truth, options, prompt) -> Verdict``."""
 
     def decorate(fn: VerifyFn) -> VerifyFn:
         if name in _TASKS:
@@ -59,7 +59,8 @@ def task_names() -> list[str]:
     return sorted(load_all())
 
 
-def score(task: str, completion: str, ground_truth: Any, options: dict[str, Any] | None = None) -> Verdict:
+def score(task: str, completion: str, ground_truth: Any, options: dict[str, Any] | None = None,
+          prompt: str | None = None) -> Verdict:
     """Score one item. Never raises: every failure becomes a Verdict."""
     spec = get(task)
     if spec is None:
@@ -69,7 +70,7 @@ def score(task: str, completion: str, ground_truth: Any, options: dict[str, Any]
     except ValidationError as e:
         return Verdict(0.0, "invalid", {"error": "bad options", "problems": _problems(e)})
     try:
-        return spec.verify(completion, ground_truth, opts)
+        return spec.verify(completion, ground_truth, opts, prompt)
     except InvalidInput as e:
         return Verdict(0.0, "invalid", {"error": str(e)})
     except RecursionError:
