@@ -1,0 +1,44 @@
+"""All configuration, in one settings object read from the environment.
+
+Every field is ``REWARD_SERVICE_<NAME>`` (e.g. ``REWARD_SERVICE_WORKERS=4``);
+``REDIS_URL`` is also accepted unprefixed, as deployments commonly set it.
+CLI flags override the environment. The README's configuration table is
+generated from this class (``reward-service config``).
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REWARD_SERVICE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8000, description="Port the API listens on.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
+                         description="Scoring worker processes (embedded mode). Default: one per core.")
+    api_key: SecretStr | None = Field(None, description="When set, every route but /healthz and /metrics needs `Authorization: Bearer <key>`.")
+    max_items: int = Field(10_000, ge=1, description="Most items one request may carry (413 beyond).")
+    max_body_mb: float = Field(64.0, gt=0, description="Largest request body in MiB (413 beyond).")
+    task_timeouts: dict[str, float] = Field(default_factory=dict,
+                                            description='Per-item time limit by task in seconds, as JSON, e.g. `{"math": 5}`; tasks not named keep their default (see /tasks).')
+    batch_timeout_s: float | None = Field(None, gt=0, description="Default deadline of a whole batch when the request gives none (unbounded when unset).")
+    chunk_size: int = Field(0, ge=0, description="Items sent to a worker at a time; 0 picks one from the batch size.")
+    worker_memory_mb: int = Field(4096, ge=256, description="Address-space limit of each scoring worker; a verifier that exceeds it gets `error`.")
+    sandbox_backend: str = Field("process", description="Code sandbox: `process` (bubblewrap), `docker`, or `unsafe` (no isolation; development only).")
+    sandbox_required: bool = Field(True, description="Refuse to start when the sandbox backend can't work. Set false to serve the other tasks anyway (code items then get `error`).")
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REWARD_SERVICE_REDIS_URL", "REDIS_URL"),
+                                  description="Redis URL (also read from `REDIS_URL`). When set, batches are scored by RQ workers instead of the embedded pool.")
+    log_level: str = Field("info", description="Log level.")
+
+    def timeout_for(self, task: str, default: float) -> float:
+        return float(self.task_timeouts.get(task, default))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,57 @@
+"""What every executor takes and gives back."""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import verifiers
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unique item to score, with its own time limit."""
+
+    task: str
+    completion: str
+    ground_truth: Any
+    options: dict[str, Any] | None
+    prompt: str | None
+    timeout_s: float
+
+
+@dataclass
+class Outcome:
+    reward: float
+    status: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+
+def execute(job: Job) -> Outcome:
+    """Score one job in the current process (what a worker does per item)."""
+    t0 = time.perf_counter()
+    v = verifiers.score(job.task, job.completion, job.ground_truth, job.options, job.prompt)
+    return Outcome(v.reward, v.status, v.detail, (time.perf_counter() - t0) * 1000)
+
+
+def timed_out(job: Job, why: str) -> Outcome:
+    return Outcome(0.0, "timeout", {"error": why, "limit_s": job.timeout_s}, job.timeout_s * 1000)
+
+
+class Executor(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, a human-readable reason) for /readyz."""
+
+    @abstractmethod
+    async def run(self, jobs: list[Job], timeout_s: float | None) -> list[Outcome]:
+        """Score ``jobs``; one outcome each, in order. Never raises for an item's sake;
+        items still unscored when ``timeout_s`` runs out come back as ``timeout``."""

@@ -1,0 +1,18 @@
+"""Prometheus metrics, named once here and used by the API and executors."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+ITEMS = Counter("reward_items_total", "Items scored, by task and status.", ["task", "status"])
+ITEM_LATENCY = Histogram("reward_item_seconds", "Time to score one item in a worker, by task.", ["task"],
+                         buckets=LATENCY_BUCKETS)
+REWARD = Histogram("reward_value", "Rewards given, by task.", ["task"],
+                   buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0))
+BATCH_SIZE = Histogram("reward_batch_items", "Items per scoring request.",
+                       buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384))
+BATCH_LATENCY = Histogram("reward_batch_seconds", "Time to answer one scoring request.", buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge("reward_items_in_flight", "Items accepted and not yet scored.")
+WORKER_RESTARTS = Counter("reward_worker_restarts_total", "Scoring workers replaced, by reason.", ["reason"])
+WORKERS = Gauge("reward_workers", "Scoring worker processes alive.")
