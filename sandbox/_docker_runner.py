@@ -1,0 +1,270 @@
+"""Runs ONE session inside a warm sandbox container; executed there as ``python3 -I -S -c``.
+
+It is shipped with every exec (not baked into the image) so the image stays a
+plain base plus a user. Protocol: one JSON request on stdin, one JSON result
+on stdout. Before answering it kills every other process in the container
+and wipes the work areas, and says whether that left the container clean;
+the host recycles any container that is not. Standard library only: it runs
+under the image's Python, not the service's.
+"""
+import base64
+import ctypes
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+WORK_ROOT = "/work"
+SCRATCH = ("/dev/shm", "/dev/mqueue")  # writable outside /work: wiped too
+COMPILE_OUTPUT_CHARS = 4000
+COMPILE_OUTPUT_BYTES = 64 << 10
+PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _read_counter(paths, key):
+    """One counter from a cgroup v1 or v2 events file, or None if unreadable."""
+    for path in paths:
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except OSError:
+            continue
+    return None
+
+
+def oom_kills():
+    return _read_counter(("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"), "oom_kill")
+
+
+def pid_limit_hits():
+    return _read_counter(("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events"), "max")
+
+
+def _limits_setter(cpu_s, fsize_mb, nofile):
+    cpu = max(1, int(cpu_s + 0.999))
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_mb << 20, fsize_mb << 20))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+def spawn(cmd, cwd, env, stdin_bytes, wall_s, cpu_s, fsize_mb, nofile, out_cap):
+    """Run cmd in its own session; returns a dict describing what happened."""
+    stdin_path = os.path.join(WORK_ROOT, ".stdin-%d" % os.getpid())
+    with open(stdin_path, "wb") as f:
+        f.write(stdin_bytes)
+    stdin_f = open(stdin_path, "rb")
+    os.unlink(stdin_path)  # the program gets the data, never the path
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin_f, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_limits_setter(cpu_s, fsize_mb, nofile))
+    stdin_f.close()
+    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    sel = selectors.DefaultSelector()
+    for stream in bufs:
+        sel.register(stream, selectors.EVENT_READ)
+    deadline = t0 + wall_s
+    timed_out = over_output = False
+    status = rusage = None
+    exited_at = None
+
+    def kill_group():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    while sel.get_map():
+        now = time.monotonic()
+        if status is None:
+            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status, rusage, exited_at = st, ru, now
+                kill_group()  # background children of the program end with it
+        if status is None and now >= deadline:
+            timed_out = True
+            kill_group()
+            break
+        # Daemons in other sessions may hold the pipes open forever: once the
+        # program itself is gone, drain briefly and stop.
+        if exited_at is not None and now - exited_at > 0.2:
+            break
+        wait = 0.05 if exited_at is not None else min(0.1, max(0.0, deadline - now))
+        for key, _ in sel.select(wait):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            buf = bufs[key.fileobj]
+            buf += chunk
+            if len(buf) > out_cap:
+                over_output = True
+        if over_output:
+            kill_group()
+            break
+    sel.close()
+    if status is None:
+        _, status, rusage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    proc.stderr.close()
+    return {
+        "exit_code": proc.returncode,
+        "stdout": bytes(bufs[proc.stdout][:out_cap]),
+        "stderr": bytes(bufs[proc.stderr][:out_cap]),
+        "wall": time.monotonic() - t0,
+        "cpu": rusage.ru_utime + rusage.ru_stime,
+        "peak_kb": rusage.ru_maxrss,
+        "timed_out": timed_out,
+        "over_output": over_output,
+    }
+
+
+def kill_everything_else():
+    """SIGKILL every process but init and us, until none is left; True if that worked."""
+    me = os.getpid()
+    for attempt in range(100):
+        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+        if not others:
+            return True
+        try:
+            os.kill(-1, signal.SIGKILL)  # never reaches init (pid 1) or the caller
+        except OSError:
+            pass
+        while True:  # our own children stay zombies until we reap them
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        time.sleep(min(0.001 * attempt, 0.02))
+    return False
+
+
+def _force_writable(func, path, _exc):
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, onerror=lambda *a: None)
+        else:
+            func(path)
+    except OSError:
+        pass
+
+
+def wipe(root):
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return True
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=_force_writable)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    try:
+        return not os.listdir(root)
+    except OSError:
+        return True
+
+
+def _memory_message(stderr):
+    tail = stderr[-4096:]
+    return b"MemoryError" in tail or b"std::bad_alloc" in tail
+
+
+def session(req):
+    lim = req["limits"]
+    run_dir = os.path.join(WORK_ROOT, "run-%s" % req["id"])
+    os.mkdir(run_dir, 0o700)
+    for name, data in req["files"].items():
+        path = os.path.join(run_dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+    env = {"PATH": PATH, "HOME": run_dir, "TMPDIR": run_dir, "LANG": "C.UTF-8"}
+    common = dict(cwd=run_dir, env=env, fsize_mb=lim["file_size_mb"], nofile=lim["nofile"])
+
+    if req["language"] == "cpp":
+        with open(os.path.join(run_dir, "main.cpp"), "w") as f:
+            f.write(req["source"])
+        cc = spawn(["g++", "-O2", "-std=c++17", "-o", "main", "main.cpp"], stdin_bytes=b"",
+                   wall_s=lim["compile_s"], cpu_s=lim["compile_s"], out_cap=COMPILE_OUTPUT_BYTES, **common)
+        if cc["exit_code"] != 0 or cc["timed_out"]:
+            text = (cc["stderr"] + cc["stdout"]).decode("utf-8", "replace")
+            why = "compiler timed out" if cc["timed_out"] else "compilation failed"
+            return {"status": "compile_error", "exit_code": cc["exit_code"], "detail": why,
+                    "compile_output": text[-COMPILE_OUTPUT_CHARS:], "wall": cc["wall"], "cpu": cc["cpu"]}
+        cmd = ["./main"]
+    else:
+        with open(os.path.join(run_dir, "main.py"), "w") as f:
+            f.write(req["source"])
+        cmd = ["python3", "-I", "main.py"]
+
+    oom_before = oom_kills()
+    r = spawn(cmd + req["argv"], stdin_bytes=base64.b64decode(req["stdin"]), wall_s=lim["wall_time_s"],
+              cpu_s=lim["cpu_time_s"], out_cap=lim["output_bytes"], **common)
+    oom_after = oom_kills()
+    oom = oom_before is not None and oom_after is not None and oom_after > oom_before
+    code = r["exit_code"]
+    cpu_limited = code in (-signal.SIGXCPU, -signal.SIGKILL) and r["cpu"] >= lim["cpu_time_s"]
+    if r["over_output"]:
+        status, detail = "output_limit", "output exceeded %d bytes on a stream" % lim["output_bytes"]
+    elif r["timed_out"]:
+        status, detail = "timeout", "wall time limit of %gs exceeded" % lim["wall_time_s"]
+    elif cpu_limited:
+        status, detail = "timeout", "CPU time limit of %gs exceeded" % lim["cpu_time_s"]
+    elif oom:
+        status, detail = "memory_limit", "killed by the out-of-memory killer"
+    elif code != 0 and _memory_message(r["stderr"]):
+        status, detail = "memory_limit", "the program ran out of memory"
+    elif code != 0:
+        status = "runtime_error"
+        detail = "killed by signal %d" % -code if code < 0 else "exit code %d" % code
+    else:
+        status, detail = "ok", ""
+    return {"status": status, "exit_code": code, "detail": detail, "wall": r["wall"], "cpu": r["cpu"],
+            "peak_mb": r["peak_kb"] / 1024.0, "oom": oom,
+            "stdout": base64.b64encode(r["stdout"]).decode(), "stderr": base64.b64encode(r["stderr"]).decode()}
+
+
+def main():
+    # Not dumpable: the program (same uid) can't ptrace us or open our
+    # /proc/<pid>/fd/1 to forge the result line.
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    req = json.loads(sys.stdin.buffer.read())
+    pids_before = pid_limit_hits()
+    try:
+        out = session(req)
+    except Exception as e:  # noqa: BLE001 - reported to the host, which recycles the container
+        out = {"status": "sandbox_error", "detail": "runner: %s: %s" % (type(e).__name__, e)}
+    clean = kill_everything_else()
+    for root in (WORK_ROOT,) + SCRATCH:
+        clean = wipe(root) and clean
+    pids_after = pid_limit_hits()
+    out["pid_limit_hit"] = pids_before is not None and pids_after is not None and pids_after > pids_before
+    out["clean"] = clean and kill_everything_else()
+    sys.stdout.write(json.dumps(out))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
