@@ -21,13 +21,16 @@ def get_sandbox(name: str | None = None) -> Sandbox:
     """The process-wide instance of backend ``name`` (default from the environment)."""
     name = name or os.environ.get(BACKEND_ENV, "process")
     if name not in _instances:
-        if name == "process":
-            from sandbox.process import ProcessSandbox as cls
-        elif name == "docker":
-            from sandbox.docker import DockerSandbox as cls
-        elif name == "unsafe":
-            from sandbox.unsafe import UnsafeSandbox as cls
-        else:
-            raise SandboxUnavailable(f"unknown sandbox backend {name!r}; choose process, docker or unsafe")
+        try:
+            if name == "process":
+                from sandbox.process import ProcessSandbox as cls
+            elif name == "docker":
+                from sandbox.docker import DockerSandbox as cls
+            elif name == "unsafe":
+                from sandbox.unsafe import UnsafeSandbox as cls
+            else:
+                raise SandboxUnavailable(f"unknown sandbox backend {name!r}; choose process, docker or unsafe")
+        except ImportError as e:
+            raise SandboxUnavailable(f"sandbox backend {name!r} can't be loaded: {e}") from e
         _instances[name] = cls()
     return _instances[name]
