@@ -225,7 +225,8 @@ def session(req):
     oom_after = oom_kills()
     oom = oom_before is not None and oom_after is not None and oom_after > oom_before
     code = r["exit_code"]
-    cpu_limited = code in (-signal.SIGXCPU, -signal.SIGKILL) and r["cpu"] >= lim["cpu_time_s"]
+    # SIGXCPU comes from RLIMIT_CPU; SIGKILL follows at the hard limit if it was ignored.
+    cpu_limited = code == -signal.SIGXCPU or (code == -signal.SIGKILL and r["cpu"] >= lim["cpu_time_s"])
     if r["over_output"]:
         status, detail = "output_limit", "output exceeded %d bytes on a stream" % lim["output_bytes"]
     elif r["timed_out"]:

@@ -50,7 +50,7 @@ OWNER_LABEL = "reward-service.sandbox-owner"
 RUNNER_SOURCE = (Path(__file__).with_name("_docker_runner.py")).read_text()
 # The runner's own Python, the init process and the shm/tmpfs bookkeeping
 # live in the same memory cgroup as the program.
-MEMORY_OVERHEAD_MB = 64
+MEMORY_OVERHEAD_MB = 32
 COMPILE_TIME_S = 30.0
 NOFILE = 256
 GRACE_S = 5.0  # runner start + cleanup, on top of the limits, before the host steps in
@@ -434,7 +434,7 @@ class DockerSandbox(Sandbox):
         wall = time.monotonic() - t0
         if timed_out:
             # The runner missed its own clock: nothing in that container can be trusted.
-            return RunResult(RunStatus.timeout, wall_time_s=wall,
+            return RunResult(RunStatus.timeout, wall_time_s=wall, extra={"container": warm.id[:12]},
                              detail=f"wall time exceeded; killed from outside after {deadline_s:.1f}s"), False
         out, err = _demux(bytes(data))
         try:
@@ -444,7 +444,8 @@ class DockerSandbox(Sandbox):
             return RunResult(RunStatus.runtime_error, wall_time_s=wall,
                              detail="the sandbox session was killed before it could report "
                                     "(the program killed its supervisor or exhausted the container)",
-                             extra={"runner_stderr": err[-2000:].decode("utf-8", "replace")}), False
+                             extra={"container": warm.id[:12],
+                                    "runner_stderr": err[-2000:].decode("utf-8", "replace")}), False
         status = RunStatus(r["status"])
         reusable = bool(r.get("clean")) and not r.get("oom") and not r.get("pid_limit_hit") \
             and status != RunStatus.sandbox_error
@@ -461,4 +462,5 @@ class DockerSandbox(Sandbox):
             peak_memory_mb=r.get("peak_mb", 0.0),
             detail=detail,
             compile_output=r.get("compile_output", ""),
+            extra={"container": warm.id[:12]},
         ), reusable

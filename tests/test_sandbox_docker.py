@@ -1,0 +1,268 @@
+"""The docker sandbox backend against a real engine and the real sandbox image.
+
+Everything but the unreachable-engine test is skipped, with the reason shown,
+when no engine answers or the image is missing (deploy/start-dockerd.sh,
+deploy/sandbox/build-image.sh).
+"""
+from __future__ import annotations
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from sandbox.docker import DockerConfig, DockerSandbox
+from sandbox.types import Limits, RunStatus, SandboxUnavailable
+
+FAST = Limits(wall_time_s=3, cpu_time_s=2)
+
+
+def _engine_problem() -> str | None:
+    try:
+        DockerSandbox(DockerConfig(pool_size=1)).check()
+    except SandboxUnavailable as e:
+        return str(e)
+    return None
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    problem = _engine_problem()
+    if problem:
+        pytest.skip(f"docker sandbox unavailable: {problem}")
+    # One container: consecutive runs provably share it.
+    sb = DockerSandbox(DockerConfig(pool_size=1))
+    yield sb
+    sb.close()
+
+
+def run_py(sandbox, source: str, limits: Limits = FAST, **kw):
+    return sandbox.run("python", source, limits=limits, **kw)
+
+
+# -- availability ------------------------------------------------------------
+
+def test_check_names_the_problem_when_no_engine_answers(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxUnavailable, match="no Docker engine reachable"):
+        DockerSandbox(DockerConfig(pool_size=1)).check()
+
+
+def test_check_names_the_build_script_when_the_image_is_missing(sandbox):
+    with pytest.raises(SandboxUnavailable, match="deploy/sandbox/build-image.sh"):
+        DockerSandbox(DockerConfig(image="reward-service-no-such-image:nope", pool_size=1)).check()
+
+
+# -- ordinary programs -------------------------------------------------------
+
+def test_python_reads_stdin_and_writes_stdout(sandbox):
+    r = run_py(sandbox, "import sys\nprint(sys.stdin.read().upper(), end='')", stdin=b"hello docker")
+    assert r.status == RunStatus.ok, r
+    assert r.exit_code == 0
+    assert r.stdout == b"hello docker".upper()
+
+
+def test_files_are_placed_beside_the_program(sandbox):
+    r = run_py(sandbox, "print(open('solution.py').read(), end='')", files={"solution.py": b"answer = 42\n"})
+    assert r.status == RunStatus.ok, r
+    assert r.stdout == b"answer = 42\n"
+
+
+def test_cpp_is_compiled_and_run_with_stdin(sandbox):
+    src = "#include <iostream>\nint main(){long a,b;std::cin>>a>>b;std::cout<<a*b<<'\\n';return 0;}\n"
+    r = sandbox.run("cpp", src, stdin=b"6 7", limits=FAST)
+    assert r.status == RunStatus.ok, r
+    assert r.stdout == b"42\n"
+
+
+def test_cpp_that_does_not_build_is_a_compile_error_with_diagnostics(sandbox):
+    r = sandbox.run("cpp", "int main() { return undefined_name; }\n", limits=FAST)
+    assert r.status == RunStatus.compile_error
+    assert "undefined_name" in r.compile_output
+
+
+def test_python_exception_is_a_runtime_error_with_its_traceback(sandbox):
+    r = run_py(sandbox, "raise ValueError('boom')")
+    assert r.status == RunStatus.runtime_error
+    assert r.exit_code == 1
+    assert b"ValueError: boom" in r.stderr
+
+
+# -- limits ------------------------------------------------------------------
+
+def test_cpu_spin_ignoring_sigterm_times_out(sandbox):
+    r = run_py(sandbox, "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: pass",
+               limits=Limits(wall_time_s=5, cpu_time_s=1))
+    assert r.status == RunStatus.timeout, r
+    assert "CPU" in r.detail
+
+
+def test_sleeping_forever_times_out_on_the_wall_clock(sandbox):
+    r = run_py(sandbox, "import time\ntime.sleep(3600)", limits=Limits(wall_time_s=1, cpu_time_s=1))
+    assert r.status == RunStatus.timeout, r
+    assert "wall" in r.detail
+    assert r.wall_time_s < 3
+
+
+def test_memory_bomb_is_a_memory_limit(sandbox):
+    bomb = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))"
+    r = run_py(sandbox, bomb, limits=Limits(wall_time_s=10, cpu_time_s=10, memory_mb=128))
+    assert r.status == RunStatus.memory_limit, r
+
+
+def test_fork_bomb_is_contained_and_the_next_run_works(sandbox):
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    r = run_py(sandbox, bomb, limits=Limits(wall_time_s=2, cpu_time_s=2))
+    assert r.status != RunStatus.ok
+    after = run_py(sandbox, "print('alive')")
+    assert after.status == RunStatus.ok, after
+    assert after.stdout == b"alive\n"
+
+
+def test_endless_output_is_cut_at_the_limit(sandbox):
+    r = run_py(sandbox, "while True:\n    print('x' * 1000)",
+               limits=Limits(wall_time_s=5, cpu_time_s=5, output_bytes=64 << 10))
+    assert r.status == RunStatus.output_limit, r
+    assert len(r.stdout) == 64 << 10
+
+
+def test_filling_the_work_tmpfs_fails_inside_and_leaves_nothing_behind(sandbox):
+    fill = (
+        "import errno\n"
+        "block = b'x' * (1 << 20)\n"
+        "try:\n"
+        "    for i in range(10000):\n"
+        "        with open(f'fill{i}', 'wb') as f:\n"
+        "            for _ in range(8):\n"
+        "                f.write(block)\n"
+        "except OSError as e:\n"
+        "    print(errno.errorcode[e.errno])\n"
+    )
+    r = run_py(sandbox, fill, limits=Limits(wall_time_s=20, cpu_time_s=20, memory_mb=512))
+    assert r.status == RunStatus.ok, r
+    assert r.stdout.strip() in (b"ENOSPC", b"EFBIG"), r
+    after = run_py(sandbox, "import os\nprint(sorted(os.listdir('/work')) == [os.path.basename(os.getcwd())])")
+    assert after.stdout == b"True\n", after
+
+
+def test_a_program_that_freezes_its_supervisor_is_stopped_from_outside(sandbox):
+    freeze = "import os, signal, time\nos.kill(os.getppid(), signal.SIGSTOP)\ntime.sleep(3600)"
+    r = run_py(sandbox, freeze, limits=Limits(wall_time_s=1, cpu_time_s=1))
+    assert r.status == RunStatus.timeout, r
+    assert "outside" in r.detail
+    assert run_py(sandbox, "print('next')").stdout == b"next\n"
+
+# -- isolation between runs --------------------------------------------------
+
+DAEMON = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        while True:
+            with open('/work/daemon-was-here', 'w') as f:
+                f.write('x')
+            time.sleep(0.05)
+    os._exit(0)
+time.sleep(0.3)
+print(os.path.exists('/work/daemon-was-here'))
+"""
+
+LOOK_AROUND = """
+import os
+mine = {1, os.getpid(), os.getppid()}
+foreign = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in mine]
+print(foreign, sorted(os.listdir('/work')) == [os.path.basename(os.getcwd())], os.listdir('/dev/shm'))
+"""
+
+
+def test_a_setsid_daemon_does_not_survive_into_the_next_run(sandbox):
+    first = run_py(sandbox, DAEMON)
+    assert first.status == RunStatus.ok, first
+    assert first.stdout == b"True\n"  # the daemon really ran
+    second = run_py(sandbox, LOOK_AROUND)
+    assert second.extra["container"] == first.extra["container"]  # same warm container
+    assert second.stdout == b"[] True []\n", second
+
+
+def test_killing_every_process_from_inside_does_not_break_the_pool(sandbox):
+    r = run_py(sandbox, "import os, signal\nos.kill(-1, signal.SIGKILL)")
+    assert r.status != RunStatus.ok
+    after = run_py(sandbox, "print('still here')")
+    assert after.status == RunStatus.ok, after
+    assert after.stdout == b"still here\n"
+
+
+# -- what the program can reach ----------------------------------------------
+
+def test_no_network_not_even_the_hosts_loopback_listener(sandbox):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    probe = (
+        "import os, socket\n"
+        "print(sorted(os.listdir('/sys/class/net')))\n"
+        f"for host in ('127.0.0.1', '172.17.0.1', '8.8.8.8'):\n"
+        "    try:\n"
+        f"        socket.create_connection((host, {port}), timeout=1).close()\n"
+        "        print(host, 'connected')\n"
+        "    except OSError as e:\n"
+        "        print(host, 'refused')\n"
+    )
+    try:
+        r = run_py(sandbox, probe)
+    finally:
+        server.close()
+    assert r.status == RunStatus.ok, r
+    assert r.stdout.decode().splitlines() == ["['lo']", "127.0.0.1 refused", "172.17.0.1 refused", "8.8.8.8 refused"]
+
+
+def test_environment_holds_no_secrets(sandbox, monkeypatch):
+    monkeypatch.setenv("REWARD_SERVICE_TEST_SECRET", "hunter2")
+    r = run_py(sandbox, "import os\nprint(sorted(os.environ))\nprint('hunter2' in str(os.environ))")
+    assert r.status == RunStatus.ok, r
+    keys, leaked = r.stdout.decode().splitlines()
+    assert keys == "['HOME', 'LANG', 'PATH', 'TMPDIR']"
+    assert leaked == "False"
+
+
+def test_root_filesystem_is_read_only_outside_the_work_dir(sandbox):
+    probe = (
+        "for path in ('/etc/evil', '/tmp/evil', '/usr/bin/evil', '/evil', 'ok-here'):\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        print(path, 'written')\n"
+        "    except OSError:\n"
+        "        print(path, 'denied')\n"
+    )
+    r = run_py(sandbox, probe)
+    assert r.stdout.decode().splitlines() == [
+        "/etc/evil denied", "/tmp/evil denied", "/usr/bin/evil denied", "/evil denied", "ok-here written"]
+
+
+def test_runs_as_non_root_without_capabilities(sandbox):
+    probe = (
+        "import os\n"
+        "caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapBnd'))]\n"
+        "print(os.getuid(), os.geteuid(), os.getgid(), caps)"
+    )
+    r = run_py(sandbox, probe)
+    assert r.stdout == b"10001 10001 10001 ['0000000000000000', '0000000000000000']\n", r
+
+
+# -- concurrency -------------------------------------------------------------
+
+def test_concurrent_runs_from_several_threads_each_get_their_own_answer():
+    problem = _engine_problem()
+    if problem:
+        pytest.skip(f"docker sandbox unavailable: {problem}")
+    sb = DockerSandbox(DockerConfig(pool_size=2))
+    try:
+        with ThreadPoolExecutor(4) as ex:
+            results = list(ex.map(lambda i: sb.run("python", "print(input() * 2)", stdin=f"{i}\n".encode(),
+                                                   limits=FAST), range(8)))
+    finally:
+        sb.close()
+    assert [r.stdout for r in results] == [f"{i}{i}\n".encode() for i in range(8)]
+    assert len({r.extra["container"] for r in results}) <= 2
