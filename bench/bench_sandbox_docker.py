@@ -1,0 +1,100 @@
+"""Per-run latency of a trivial Python program: warm docker pool vs ``docker run --rm`` vs a bare subprocess.
+
+Also times a bare exec of the program into a warm container (no files, no
+cleanup): the floor that the backend's one-exec-per-run design sits on.
+
+    python3 bench/bench_sandbox_docker.py [--runs N]
+
+Needs a Docker engine and the sandbox image (deploy/start-dockerd.sh,
+deploy/sandbox/build-image.sh).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox.docker import SANDBOX_USER, DockerConfig, DockerSandbox  # noqa: E402
+
+PROGRAM = "print(sum(range(10)))"
+
+
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
+    fn()  # warm-up: first-use costs are not per-run costs
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def bare_subprocess() -> None:
+    subprocess.run([sys.executable, "-I", "-c", PROGRAM], check=True, capture_output=True)
+
+
+def docker_run_rm(image: str) -> Callable[[], None]:
+    def go() -> None:
+        subprocess.run(["docker", "run", "--rm", "--network", "none", "--user", SANDBOX_USER, image,
+                        "python3", "-I", "-c", PROGRAM], check=True, capture_output=True)
+    return go
+
+
+def warm_pool(sb: DockerSandbox) -> Callable[[], None]:
+    def go() -> None:
+        r = sb.run("python", PROGRAM)
+        assert r.stdout == b"45\n", r
+    return go
+
+
+def bare_exec(sb: DockerSandbox) -> Callable[[], None]:
+    """Floor for any warm-pool design: one exec of the program itself, no files, no cleanup.
+
+    (``put_archive`` is not an alternative: the engine refuses it on a
+    read-only root even when the target is a tmpfs.)
+    """
+    api = sb._docker().api
+    warm = sb._get_pool().acquire()
+
+    def go() -> None:
+        exec_id = api.exec_create(warm.id, ["python3", "-I", "-c", PROGRAM], user=SANDBOX_USER)["Id"]
+        out = api.exec_start(exec_id)
+        assert out == b"45\n", out
+    return go
+
+
+def row(name: str, ms: list[float]) -> str:
+    ms = sorted(ms)
+    p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+    return f"{name:<36} {len(ms):>4} {statistics.median(ms):>9.1f} {p90:>9.1f} {statistics.mean(ms):>9.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=30)
+    args = ap.parse_args()
+
+    sb = DockerSandbox(DockerConfig(pool_size=2))
+    sb.check()
+    try:
+        results = {
+            "bare subprocess (no isolation)": timed(bare_subprocess, args.runs),
+            "docker sandbox, warm pool": timed(warm_pool(sb), args.runs),
+            "warm: bare exec, no cleanup (floor)": timed(bare_exec(sb), args.runs),
+            "docker run --rm": timed(docker_run_rm(sb.config.image), max(5, args.runs // 3)),
+        }
+    finally:
+        sb.close()
+    print(f"{"per-run latency, ms":<36} {'runs':>4} {'median':>9} {'p90':>9} {'mean':>9}")
+    for name, ms in results.items():
+        print(row(name, ms))
+
+
+if __name__ == "__main__":
+    main()
