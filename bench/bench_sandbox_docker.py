@@ -91,7 +91,7 @@ def main() -> None:
         }
     finally:
         sb.close()
-    print(f"{"per-run latency, ms":<36} {'runs':>4} {'median':>9} {'p90':>9} {'mean':>9}")
+    print(f"{'per-run latency, ms':<36} {'runs':>4} {'median':>9} {'p90':>9} {'mean':>9}")
     for name, ms in results.items():
         print(row(name, ms))
 
