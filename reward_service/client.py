@@ -1,0 +1,369 @@
+"""Python client for the reward service's ``POST /score``.
+
+One implementation of chunking and retries, in :class:`AsyncRewardClient`;
+:class:`RewardClient` drives that same code on a private event loop in a
+daemon thread, so it works from plain scripts, from threads, and from code that
+already runs inside an event loop (Jupyter, async trainers) alike.
+
+    with RewardClient("http://localhost:8000") as rc:
+        results = rc.score([{"task": "math", "completion": r"\\boxed{4}", "ground_truth": "4"}])
+        results[0].reward  # 1.0
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import weakref
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from reward_service.models import Item, Result, ScoreResponse, TaskInfo, TasksResponse
+
+__all__ = [
+    "AsyncRewardClient",
+    "AuthError",
+    "RequestTooLarge",
+    "RewardClient",
+    "RewardServiceError",
+    "ServiceUnavailable",
+    "ValidationFailed",
+]
+
+ItemLike = Item | Mapping[str, Any]
+T = TypeVar("T")
+
+# Statuses that say "the service is (momentarily) not there", not "your request
+# is wrong": sending the same body again later can succeed.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class RewardServiceError(Exception):
+    """The service refused or failed a request; ``detail`` is the server's ``detail``."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class AuthError(RewardServiceError):
+    """401/403: the API key is missing or wrong."""
+
+
+class RequestTooLarge(RewardServiceError):
+    """413: too many items or too big a body even for one chunk; lower ``chunk_size``."""
+
+
+class ValidationFailed(RewardServiceError):
+    """422 from the server, or an item that fails the wire model before sending."""
+
+
+class ServiceUnavailable(RewardServiceError):
+    """502/503/504/429 or a connection failure that outlasted every retry."""
+
+
+_ERRORS_BY_STATUS: dict[int, type[RewardServiceError]] = {
+    401: AuthError,
+    403: AuthError,
+    413: RequestTooLarge,
+    422: ValidationFailed,
+}
+
+
+def _to_item(item: ItemLike) -> Item:
+    if isinstance(item, Item):
+        return item
+    try:
+        return Item.model_validate(item)
+    except ValidationError as e:
+        raise ValidationFailed(f"invalid item: {e.error_count()} problem(s)", detail=e.errors(include_url=False)) from e
+
+
+def _payload(items: Sequence[Item], timeout_s: float | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"items": [it.model_dump(mode="json", exclude_none=True) for it in items]}
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return body
+
+
+def _error_for(response: httpx.Response) -> RewardServiceError:
+    try:
+        detail = response.json().get("detail")
+    except Exception:
+        detail = response.text[:2000] or None
+    cls = _ERRORS_BY_STATUS.get(response.status_code, RewardServiceError)
+    if response.status_code in RETRY_STATUSES:
+        cls = ServiceUnavailable
+    msg = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
+    if detail:
+        msg += f": {detail}"
+    return cls(msg, status_code=response.status_code, detail=detail)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # the HTTP-date form: not worth parsing for a short outage
+        return None
+
+
+def _parse_results(response: httpx.Response, expected: int) -> list[Result]:
+    parsed = ScoreResponse.model_validate(response.json())
+    if len(parsed.results) != expected:
+        raise RewardServiceError(
+            f"service returned {len(parsed.results)} results for {expected} items", status_code=response.status_code
+        )
+    return parsed.results
+
+
+class AsyncRewardClient:
+    """Async client; ``score`` splits big batches into chunks sent concurrently.
+
+    ``retries`` is the number of extra attempts per request after a 429/502/503/504
+    or a connection failure, with exponential backoff from ``backoff_s`` (doubling,
+    capped at ``max_backoff_s``, with jitter so many trainer workers don't retry in step).
+    A read timeout is not retried: the service got the batch and is still busy with it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 300.0,
+        chunk_size: int = 1000,
+        max_concurrency: int = 4,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        if chunk_size < 1 or max_concurrency < 1 or retries < 0:
+            raise ValueError("chunk_size and max_concurrency must be >= 1 and retries >= 0")
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.max_concurrency = max_concurrency
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> AsyncRewardClient:
+        """Client for ``REWARD_SERVICE_URL`` (default ``http://127.0.0.1:8000``) and ``REWARD_SERVICE_API_KEY``."""
+        return cls(*_env_url_and_key(), **kwargs)
+
+    # -- public API -----------------------------------------------------------------
+
+    async def score(self, items: Iterable[ItemLike], *, timeout_s: float | None = None) -> list[Result]:
+        """Score items; results come back in the order given, whatever the chunking."""
+        batch = [_to_item(it) for it in items]
+        if not batch:
+            return []
+        chunks = [batch[i : i + self.chunk_size] for i in range(0, len(batch), self.chunk_size)]
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(chunk: list[Item]) -> list[Result]:
+            async with gate:
+                return await self._score_chunk(chunk, timeout_s)
+
+        parts = await asyncio.gather(*(one(c) for c in chunks))
+        return [r for part in parts for r in part]
+
+    async def score_one(
+        self,
+        task: str,
+        completion: str,
+        ground_truth: Any = None,
+        *,
+        prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> Result:
+        item = {"task": task, "completion": completion, "ground_truth": ground_truth, "prompt": prompt, "options": options}
+        return (await self.score([item], timeout_s=timeout_s))[0]
+
+    async def tasks(self) -> list[TaskInfo]:
+        response = await self._request("GET", "/tasks")
+        return TasksResponse.model_validate(response.json()).tasks
+
+    async def healthz(self) -> dict[str, Any]:
+        response = await self._request("GET", "/healthz")
+        return response.json()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> AsyncRewardClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- internals ------------------------------------------------------------------
+
+    async def _score_chunk(self, chunk: list[Item], timeout_s: float | None) -> list[Result]:
+        # The batch deadline is the server's; give the HTTP read that long plus slack
+        # so the client doesn't give up on an answer the server is about to send.
+        read_timeout = self.timeout if timeout_s is None else max(self.timeout, timeout_s + 30.0)
+        response = await self._request("POST", "/score", json=_payload(chunk, timeout_s), read_timeout=read_timeout)
+        return _parse_results(response, len(chunk))
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=self.timeout)
+        return self._http
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        hinted = _retry_after(response) if response is not None else None
+        if hinted is not None:
+            return min(hinted, self.max_backoff_s)
+        base = min(self.backoff_s * (2**attempt), self.max_backoff_s)
+        return base / 2 + random.uniform(0, base / 2)
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, read_timeout: float | None = None
+    ) -> httpx.Response:
+        timeout = httpx.Timeout(self.timeout, read=read_timeout) if read_timeout else httpx.USE_CLIENT_DEFAULT
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = await self._client().request(method, path, json=json, timeout=timeout)
+            except httpx.ReadTimeout as e:
+                raise RewardServiceError(f"{method} {path}: no answer within {read_timeout or self.timeout}s") from e
+            except httpx.TransportError as e:
+                if last:
+                    raise ServiceUnavailable(f"{method} {self.url}{path}: {type(e).__name__}: {e}") from e
+                await asyncio.sleep(self._delay(attempt, None))
+                continue
+            if response.status_code in RETRY_STATUSES and not last:
+                await asyncio.sleep(self._delay(attempt, response))
+                continue
+            if response.is_success:
+                return response
+            raise _error_for(response)
+        raise AssertionError("unreachable")  # the loop always returns or raises on its last attempt
+
+
+def _env_url_and_key() -> tuple[str, str | None]:
+    return os.environ.get("REWARD_SERVICE_URL", "http://127.0.0.1:8000"), os.environ.get("REWARD_SERVICE_API_KEY") or None
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread; coroutines are submitted to it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="reward-client", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    @staticmethod
+    def stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+
+
+class RewardClient:
+    """Blocking client with the same behaviour as :class:`AsyncRewardClient`; thread-safe."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 300.0,
+        chunk_size: int = 1000,
+        max_concurrency: int = 4,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self._async = AsyncRewardClient(
+            url,
+            api_key,
+            timeout=timeout,
+            chunk_size=chunk_size,
+            max_concurrency=max_concurrency,
+            retries=retries,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+        )
+        self._runner: _LoopThread | None = None
+        self._lock = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> RewardClient:
+        """Client for ``REWARD_SERVICE_URL`` (default ``http://127.0.0.1:8000``) and ``REWARD_SERVICE_API_KEY``."""
+        return cls(*_env_url_and_key(), **kwargs)
+
+    @property
+    def url(self) -> str:
+        return self._async.url
+
+    def score(self, items: Iterable[ItemLike], *, timeout_s: float | None = None) -> list[Result]:
+        """Score items; results come back in the order given, whatever the chunking."""
+        return self._run(self._async.score(list(items), timeout_s=timeout_s))
+
+    def score_one(
+        self,
+        task: str,
+        completion: str,
+        ground_truth: Any = None,
+        *,
+        prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> Result:
+        return self._run(
+            self._async.score_one(task, completion, ground_truth, prompt=prompt, options=options, timeout_s=timeout_s)
+        )
+
+    def tasks(self) -> list[TaskInfo]:
+        return self._run(self._async.tasks())
+
+    def healthz(self) -> dict[str, Any]:
+        return self._run(self._async.healthz())
+
+    def close(self) -> None:
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.run(self._async.aclose())
+            if self._finalizer is not None:
+                self._finalizer()
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            # After a fork (dataloader or Ray workers) the parent's loop thread
+            # doesn't exist in the child: start a fresh one there.
+            if self._runner is None or self._runner.pid != os.getpid():
+                self._async._http = None
+                self._runner = _LoopThread()
+                # A client dropped without close() must not leave its thread behind.
+                self._finalizer = weakref.finalize(self, _LoopThread.stop, self._runner.loop, self._runner.thread)
+            runner = self._runner
+        return runner.run(coro)
