@@ -159,6 +159,9 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         """Every task type, what ground truth it takes and its options."""
         return TasksResponse(tasks=[task_info(s, settings) for s in verifiers.load_all().values()])
 
+    from reward_service.integrations.openrlhf import router as openrlhf_router
+    app.include_router(openrlhf_router)
+
     return app
 
 

@@ -1,0 +1,1 @@
+"""Drop-in adapters that let RL trainers (verl, OpenRLHF, TRL) use the reward service."""

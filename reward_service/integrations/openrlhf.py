@@ -1,0 +1,119 @@
+"""OpenRLHF's remote reward protocol, served at ``POST /openrlhf``.
+
+OpenRLHF (``--remote_rm_url http://host:8000/openrlhf``) posts
+``{"query": [prompt+response, ...], "prompts": [prompt, ...], "labels": [label, ...]}``
+and reads ``rewards`` (the RL reward) back; newer versions also read ``scores``
+(0-1, for dynamic filtering) and ``extra_logs`` (per-sample values logged to wandb).
+
+A label is either a JSON object ``{"task": ..., "ground_truth": ..., "options": ...}``
+(as a string or already decoded) or a plain ground truth scored with the route's
+default task (``?task=math`` unless given). Items are scored exactly like ``/score``.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from reward_service.models import Item, ScoreResponse
+
+__all__ = ["OpenRLHFRequest", "OpenRLHFResponse", "router", "split_completion", "parse_label"]
+
+router = APIRouter(tags=["integrations"])
+
+
+class OpenRLHFRequest(BaseModel):
+    # OpenRLHF forks add keys of their own (metadata, stop_reason, ...); ignore them.
+    model_config = ConfigDict(extra="ignore")
+
+    query: list[str] = Field(..., description="Prompt followed by the response, as OpenRLHF decoded it.")
+    prompts: list[str] | None = Field(None, description="The prompts, to cut off the front of each query.")
+    labels: list[Any] | None = Field(None, description="Per-sample ground truth, or a JSON {task, ground_truth, options}.")
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]] = Field(
+        ..., description="Per sample: `status_ok` (1 if scored without error), `prompt_found` (1 if the prompt was cut off the query)."
+    )
+
+
+def split_completion(query: str, prompt: str | None) -> tuple[str, bool]:
+    """The response part of ``query`` and whether the prompt was found in it.
+
+    OpenRLHF decodes prompt and response together, so a BOS token or a
+    detokenization difference can put text before the prompt: the response is
+    then what follows the prompt's first occurrence. With no prompt found the
+    whole query is scored, which answer extraction (last boxed answer etc.) tolerates.
+    """
+    if not prompt:
+        return query, False
+    if query.startswith(prompt):
+        return query[len(prompt) :], True
+    at = query.find(prompt)
+    if at >= 0:
+        return query[at + len(prompt) :], True
+    return query, False
+
+
+def parse_label(label: Any, default_task: str) -> tuple[str, Any, dict[str, Any] | None]:
+    """(task, ground_truth, options) from one OpenRLHF label."""
+    if isinstance(label, str) and label.lstrip().startswith("{"):
+        try:
+            decoded = json.loads(label)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            label = decoded
+    if isinstance(label, dict) and ("ground_truth" in label or "task" in label):
+        options = label.get("options")
+        return str(label.get("task") or default_task), label.get("ground_truth"), options if isinstance(options, dict) else None
+    return default_task, label, None
+
+
+async def _score(request: Request, items: list[Item], timeout_s: float | None) -> ScoreResponse:
+    scorer = getattr(request.app.state, "scorer", None)
+    if scorer is None:
+        raise HTTPException(503, "scoring backend not started")
+    outcome = scorer.score(items, timeout_s=timeout_s)
+    return await outcome if inspect.isawaitable(outcome) else outcome
+
+
+@router.post("/openrlhf", response_model=OpenRLHFResponse, summary="OpenRLHF remote reward protocol")
+async def openrlhf(
+    body: OpenRLHFRequest,
+    request: Request,
+    task: str = Query("math", description="Task for labels that are plain ground truths."),
+    timeout_s: float | None = Query(None, gt=0, description="Deadline for the whole batch."),
+) -> OpenRLHFResponse:
+    n = len(body.query)
+    settings = getattr(request.app.state, "settings", None)
+    max_items = getattr(settings, "max_items", None)
+    if max_items is not None and n > max_items:
+        raise HTTPException(413, f"{n} queries; at most {max_items} per request (REWARD_SERVICE_MAX_ITEMS)")
+    for name in ("prompts", "labels"):
+        given = getattr(body, name)
+        if given is not None and len(given) != n:
+            raise HTTPException(422, f"{name} has {len(given)} entries for {n} queries")
+    prompts = body.prompts or [None] * n
+    labels = body.labels if body.labels is not None else [None] * n
+
+    items: list[Item] = []
+    found: list[float] = []
+    for query, prompt, label in zip(body.query, prompts, labels):
+        completion, prompt_found = split_completion(query, prompt)
+        label_task, ground_truth, options = parse_label(label, task)
+        items.append(Item(task=label_task, prompt=prompt, completion=completion, ground_truth=ground_truth, options=options))
+        found.append(float(prompt_found))
+
+    scored = await _score(request, items, timeout_s)
+    rewards = [r.reward for r in scored.results]
+    return OpenRLHFResponse(
+        rewards=rewards,
+        scores=rewards,
+        extra_logs={"status_ok": [float(r.status == "ok") for r in scored.results], "prompt_found": found},
+    )
