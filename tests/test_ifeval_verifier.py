@@ -207,6 +207,11 @@ def test_bullet_count_matches_the_reference_regexes(text):
     assert v.reward == 1.0, v.detail
 
 
+def test_json_nested_past_the_stack_limit_is_not_json():
+    v = verdict("[" * 100_000, gt(("detectable_format:json_format", None)))
+    assert v.status == "ok" and v.reward == 0.0
+
+
 def test_empty_response_follows_no_instruction():
     v = verdict("<think>, , ,</think>   ", gt(("punctuation:no_comma", None)))
     assert v.reward == 0.0 and v.detail["instructions"][0]["observed"] == {"empty_response": True}

@@ -353,6 +353,8 @@ def _json_format(a: _Args) -> Check:
             json.loads(body)
         except ValueError as e:
             return Outcome(False, {"json_error": str(e)[:200]})
+        except RecursionError:  # "[[[[..." nested past Python's stack: not JSON we can accept
+            return Outcome(False, {"json_error": "nested too deeply"})
         return Outcome(True, {"json_error": None})
 
     return check
