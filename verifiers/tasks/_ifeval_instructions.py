@@ -11,7 +11,8 @@ README section:
   text; the reference pastes them into regexes unescaped.
 - Patterns whose reference regex can backtrack quadratically on hostile text
   (bullets, placeholders, titles, postscripts) are rewritten as linear scans
-  that count the same matches.
+  that count the same matches; JSON nested past Python's recursion limit is
+  "not JSON" rather than a crash.
 - Sentences are counted with a rule-based splitter instead of nltk's punkt
   model (see ``_ifeval_text``).
 """
@@ -394,7 +395,7 @@ def _repeat_prompt(a: _RepeatPrompt) -> Check:
     want = (a.prompt_to_repeat or "").strip().lower()
 
     def check(r: str) -> Outcome:
-        return Outcome(r.strip().lower().startswith(want), {"starts_with_prompt": r.strip().lower().startswith(want)})
+        return Outcome(r.strip().lower().startswith(want), {"response_start": r.strip()[:min(len(want), 200)]})
 
     return check
 
