@@ -237,6 +237,9 @@ def session(req):
         status, detail = "memory_limit", "killed by the out-of-memory killer"
     elif code != 0 and _memory_message(r["stderr"]):
         status, detail = "memory_limit", "the program ran out of memory"
+    elif code == -signal.SIGKILL and r["peak_kb"] >= 0.9 * (lim["memory_mb"] << 10):
+        # Runtimes without a readable OOM counter (e.g. gVisor) still show the kill at the limit.
+        status, detail = "memory_limit", "killed at the memory limit"
     elif code != 0:
         status = "runtime_error"
         detail = "killed by signal %d" % -code if code < 0 else "exit code %d" % code

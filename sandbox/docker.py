@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping
 
@@ -39,7 +39,6 @@ IMAGE_ENV = "REWARD_SERVICE_SANDBOX_IMAGE"
 RUNTIME_ENV = "REWARD_SERVICE_DOCKER_RUNTIME"
 POOL_SIZE_ENV = "REWARD_SERVICE_DOCKER_POOL_SIZE"
 CPUS_ENV = "REWARD_SERVICE_DOCKER_CPUS"
-PIDS_ENV = "REWARD_SERVICE_DOCKER_PIDS"
 TMPFS_MB_ENV = "REWARD_SERVICE_DOCKER_TMPFS_MB"
 
 DEFAULT_IMAGE = "reward-service-sandbox:latest"
@@ -88,7 +87,6 @@ class DockerConfig:
     runtime: str | None = None
     pool_size: int = 2
     cpus: float = 1.0
-    pids: int = 64
     tmpfs_mb: int = 128
 
     @classmethod
@@ -98,7 +96,6 @@ class DockerConfig:
             runtime=os.environ.get(RUNTIME_ENV) or None,
             pool_size=max(1, _env_int(POOL_SIZE_ENV, 2)),
             cpus=_env_float(CPUS_ENV, 1.0),
-            pids=_env_int(PIDS_ENV, 64),
             tmpfs_mb=_env_int(TMPFS_MB_ENV, 128),
         )
 
@@ -106,8 +103,7 @@ class DockerConfig:
 @dataclass
 class _Warm:
     id: str
-    memory_mb: int = 0
-    created: float = field(default_factory=time.monotonic)
+    cgroup: tuple[int, int]  # (memory MB, pids) the container's cgroup is set to now
 
 
 class _Pool:
@@ -212,6 +208,12 @@ def _demux(data: bytes) -> tuple[bytes, bytes]:
     return bytes(out), bytes(err)
 
 
+def _cgroup_for(limits: Limits) -> tuple[int, int]:
+    """(memory MB, pids) for a container running one session under ``limits``: the
+    program's budget plus what init and the runner use."""
+    return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 2
+
+
 def _valid_name(name: str) -> bool:
     p = PurePosixPath(name)
     return bool(name) and not p.is_absolute() and ".." not in p.parts and "\x00" not in name
@@ -269,6 +271,7 @@ class DockerSandbox(Sandbox):
         from docker.types import Ulimit
 
         c = self.config
+        memory_mb, pids = _cgroup_for(Limits())
         container = self._docker().containers.run(
             c.image,
             command=["python3", "-I", "-S", "-c", INIT_SOURCE],
@@ -283,9 +286,9 @@ class DockerSandbox(Sandbox):
             tmpfs={"/work": f"rw,exec,nosuid,nodev,size={c.tmpfs_mb}m,mode=1777"},
             shm_size="16m",
             ipc_mode="private",
-            mem_limit=f"{Limits().memory_mb + MEMORY_OVERHEAD_MB}m",
-            memswap_limit=f"{Limits().memory_mb + MEMORY_OVERHEAD_MB}m",
-            pids_limit=c.pids,
+            mem_limit=f"{memory_mb}m",
+            memswap_limit=f"{memory_mb}m",  # equal: no swap
+            pids_limit=pids,
             nano_cpus=int(c.cpus * 1e9),
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
@@ -297,7 +300,7 @@ class DockerSandbox(Sandbox):
             log_config={"type": "none"},
             labels={LABEL: "1", OWNER_LABEL: self._owner()},
         )
-        return _Warm(container.id, memory_mb=Limits().memory_mb + MEMORY_OVERHEAD_MB)
+        return _Warm(container.id, (memory_mb, pids))
 
     def _destroy(self, warm: _Warm) -> None:
         self._docker().api.remove_container(warm.id, force=True)
@@ -363,6 +366,7 @@ class DockerSandbox(Sandbox):
             "argv": list(argv or []),
             "limits": {"wall_time_s": limits.wall_time_s, "cpu_time_s": limits.cpu_time_s,
                        "output_bytes": limits.output_bytes, "file_size_mb": limits.file_size_mb,
+                       "memory_mb": limits.memory_mb,
                        "compile_s": max(COMPILE_TIME_S, limits.wall_time_s), "nofile": NOFILE},
         }).encode()
         deadline_s = limits.wall_time_s + GRACE_S
@@ -379,7 +383,7 @@ class DockerSandbox(Sandbox):
             except Exception as e:  # noqa: BLE001
                 return RunResult(RunStatus.sandbox_error, detail=f"could not start a sandbox container: {e}")
             try:
-                self._fit_memory(warm, limits.memory_mb)
+                self._fit_cgroup(warm, limits)
                 result, reusable = self._exec(warm, request, deadline_s, limits)
             except Exception as e:  # noqa: BLE001 - engine/transport failure, not the program's doing
                 pool.discard(warm)
@@ -393,11 +397,18 @@ class DockerSandbox(Sandbox):
             return result
         return RunResult(RunStatus.sandbox_error, detail=f"docker engine error: {last_error}")
 
-    def _fit_memory(self, warm: _Warm, memory_mb: int) -> None:
-        want = memory_mb + MEMORY_OVERHEAD_MB
-        if warm.memory_mb != want:
-            self._docker().api.update_container(warm.id, mem_limit=f"{want}m", memswap_limit=f"{want}m")
-            warm.memory_mb = want
+    def _fit_cgroup(self, warm: _Warm, limits: Limits) -> None:
+        """Session-wide memory and process limits live in the container's cgroup; retune only on change."""
+        want = _cgroup_for(limits)
+        if warm.cgroup == want:
+            return
+        memory = want[0] << 20
+        api = self._docker().api
+        # The SDK's update_container has no pids parameter; the engine's endpoint does.
+        res = api._post_json(api._url("/containers/{0}/update", warm.id),
+                             data={"Memory": memory, "MemorySwap": memory, "PidsLimit": want[1]})
+        api._raise_for_status(res)
+        warm.cgroup = want
 
     def _exec(self, warm: _Warm, request: bytes, deadline_s: float, limits: Limits) -> tuple[RunResult, bool]:
         api = self._docker().api

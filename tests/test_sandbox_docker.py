@@ -110,6 +110,31 @@ def test_memory_bomb_is_a_memory_limit(sandbox):
     assert r.status == RunStatus.memory_limit, r
 
 
+def test_memory_limit_can_be_raised_above_the_containers_starting_budget(sandbox):
+    hog = "x = bytearray(700 << 20)\nprint(len(x) >> 20)"
+    r = run_py(sandbox, hog, limits=Limits(wall_time_s=10, cpu_time_s=10, memory_mb=1024))
+    assert r.status == RunStatus.ok, r
+    assert r.stdout == b"700\n"
+
+
+def test_process_limit_bounds_the_session(sandbox):
+    forks = (
+        "import os, time\n"
+        "n = 0\n"
+        "try:\n"
+        "    for _ in range(30):\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(30)\n"
+        "            os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print(n)\n"
+    )
+    r = run_py(sandbox, forks, limits=Limits(wall_time_s=5, cpu_time_s=5, max_processes=8))
+    assert r.status == RunStatus.ok, r
+    assert int(r.stdout) < 8
+
 def test_fork_bomb_is_contained_and_the_next_run_works(sandbox):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     r = run_py(sandbox, bomb, limits=Limits(wall_time_s=2, cpu_time_s=2))
