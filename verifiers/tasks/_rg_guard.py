@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
+import keyword
+import tokenize
 from typing import Literal
 
 Evaluator = Literal["python", "sympy"]
@@ -51,6 +54,7 @@ _SYMPY_CALLS = frozenset(
 _BUILTINS = frozenset(dir(builtins))
 _MAX_EXPONENT = 1000
 _MAX_LEN = 20_000
+_TOKEN_OPS = frozenset("+ - * / // % ** ^ & | ~ << >> ( ) [ ] ,".split())
 _ARITH_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
               ast.BitXor, ast.BitAnd, ast.BitOr, ast.LShift, ast.RShift)
 _UNARY_OPS = (ast.UAdd, ast.USub, ast.Invert)
@@ -67,11 +71,11 @@ def unsafe_reason(text: str, evaluator: Evaluator) -> str | None:
     if len(text) > _MAX_LEN:
         return f"longer than {_MAX_LEN} characters"
     source = text.lstrip(" \t") if evaluator == "python" else text.strip()
+    calls = _SYMPY_CALLS if evaluator == "sympy" else frozenset()
     try:
         tree = ast.parse(source, mode="eval")
     except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None if evaluator == "python" else "not a plain expression"
-    calls = _SYMPY_CALLS if evaluator == "sympy" else frozenset()
+        return None if evaluator == "python" else _token_reason(source, calls)
     try:
         return _check(tree.body, "top", calls, strings=evaluator == "python")
     except RecursionError:
@@ -105,6 +109,35 @@ def _check(node: ast.AST, ctx: str, calls: frozenset[str], strings: bool) -> str
             return "function call is not allowed"
         return _first(_check(a, "arith", calls, strings) for a in node.args)
     return f"{type(node).__name__} is not allowed"
+
+
+def _token_reason(source: str, calls: frozenset[str]) -> str | None:
+    """For text sympy would rewrite before ``eval`` (``x!``, ``0.[3]``): no
+    strings, attribute access, keywords, private or builtin names, and no
+    call but of an allowed function.  Text the tokenizer rejects is let
+    through: sympy runs the same tokenizer and fails before ``eval``."""
+    if any(c in source for c in "'\"\\`"):
+        return "quote or backslash where code would be evaluated"
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    prev = None
+    for tok in tokens:
+        if tok.type == tokenize.NAME:
+            if tok.string.startswith("_") or (tok.string in _BUILTINS and tok.string not in calls) \
+                    or (keyword.iskeyword(tok.string) and tok.string not in ("True", "False", "None")):
+                return f"name {tok.string!r} is not allowed"
+        elif tok.type == tokenize.OP:
+            if tok.string not in _TOKEN_OPS:
+                return f"operator {tok.string!r} is not allowed"
+            if tok.string == "(" and prev is not None and (
+                    (prev.type == tokenize.NAME and prev.string not in calls)
+                    or (prev.type == tokenize.OP and prev.string in ")]}")):
+                return "function call is not allowed"
+        if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
+            prev = tok
+    return None
 
 
 def _bounded_exponent(node: ast.AST) -> str | None:
