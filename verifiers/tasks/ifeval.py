@@ -98,7 +98,7 @@ def verify_ifeval(completion: str, ground_truth: Any, options: IfevalOptions, pr
     instructions = parse_ground_truth(ground_truth, prompt)
     response = strip_thinking(completion, options.think)
     if response is None:
-        return Verdict(0.0, "ok", {"error": "no </think> in completion (think=require)", "mode": options.mode})
+        return Verdict(0.0, "ok", {"reason": "no </think> in completion and think=require", "mode": options.mode})
     rows = [judge(instr, response, options.mode) for instr in instructions]
     followed = sum(r["followed"] for r in rows)
     fraction = followed / len(rows)
