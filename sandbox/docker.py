@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping
 
+import docker
+from docker.types import Ulimit
+
 from sandbox.base import LANGUAGES, Sandbox
 from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
 
@@ -132,10 +135,13 @@ class _Pool:
                 pass
             if self._reserve():
                 try:
-                    return self._track(self._create())
+                    warm = self._create()
                 except BaseException:
                     self._unreserve()
                     raise
+                if self._track(warm):
+                    return warm
+                raise TimeoutError("the sandbox pool was closed")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no sandbox container became free within {timeout:.0f}s")
@@ -177,17 +183,24 @@ class _Pool:
         with self._lock:
             self._count -= 1
 
-    def _track(self, warm: _Warm) -> _Warm:
+    def _track(self, warm: _Warm) -> bool:
+        """Adopt a new container; one finished after close() is removed instead of leaking."""
         with self._lock:
-            self._all[warm.id] = warm
-        return warm
+            if not self._closed:
+                self._all[warm.id] = warm
+                return True
+        self._destroy_quietly(warm)
+        return False
 
     def _start_into_idle(self) -> None:
         try:
-            self._idle.put(self._track(self._create()))
+            warm = self._create()
         except Exception:  # noqa: BLE001 - the next acquire grows into the freed slot
             log.exception("could not start a warm sandbox container")
             self._unreserve()
+            return
+        if self._track(warm):
+            self._idle.put(warm)
 
     def _destroy_quietly(self, warm: _Warm) -> None:
         try:
@@ -234,8 +247,6 @@ class DockerSandbox(Sandbox):
 
     def _docker(self):
         if self._client is None:
-            import docker  # the SDK is only needed by this backend
-
             try:
                 client = docker.from_env(max_pool_size=2 * self.config.pool_size + 4)
                 client.ping()
@@ -247,8 +258,6 @@ class DockerSandbox(Sandbox):
         return self._client
 
     def check(self) -> None:
-        import docker
-
         client = self._docker()
         try:
             client.images.get(self.config.image)
@@ -268,8 +277,6 @@ class DockerSandbox(Sandbox):
         return f"{socket.gethostname()}:{os.getpid()}"
 
     def _create(self) -> _Warm:
-        from docker.types import Ulimit
-
         c = self.config
         memory_mb, pids = _cgroup_for(Limits())
         container = self._docker().containers.run(

@@ -266,6 +266,10 @@ def test_root_filesystem_is_read_only_outside_the_work_dir(sandbox):
         "/etc/evil denied", "/tmp/evil denied", "/usr/bin/evil denied", "/evil denied", "ok-here written"]
 
 
+def test_no_docker_socket_inside(sandbox):
+    probe = "import os\nprint([p for p in ('/var/run/docker.sock', '/run/docker.sock') if os.path.exists(p)])"
+    assert run_py(sandbox, probe).stdout == b"[]\n"
+
 def test_runs_as_non_root_without_capabilities(sandbox):
     probe = (
         "import os\n"
