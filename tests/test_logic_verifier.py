@@ -89,7 +89,7 @@ def test_reference_answer_in_tags_scores_as_the_dataset_scores_it(name):
         v = score(completion, over_the_wire(entry))
         assert v.status == "ok", v.detail
         assert v.detail["source"] == "tag" and v.detail["dataset"] == name
-        assert v.reward == rg_reference(ds, completion, entry)
+        assert v.reward == rg_reference(ds, completion, entry) == 1.0
 
 
 @pytest.mark.parametrize("name", ALL_DATASETS)
