@@ -1,0 +1,201 @@
+"""verl ``custom_reward_function`` backed by the reward service.
+
+verl calls ``compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs)``
+per response (naive/prime reward managers), or, with ``reward_model.reward_manager=batch``,
+``compute_score(data_sources=, solution_strs=, ground_truths=, extra_infos=, **reward_kwargs)``
+once per training step; point ``custom_reward_function.name`` at :func:`compute_score_batch`
+for the latter so a step costs one round trip instead of one per response.
+
+Configuration (environment, read in every process verl starts):
+
+- ``REWARD_SERVICE_URL`` (default ``http://127.0.0.1:8000``), ``REWARD_SERVICE_API_KEY``
+- ``REWARD_SERVICE_TASK_MAP``: JSON object ``{"data_source or glob": "task"}``, consulted before
+  :data:`DEFAULT_TASK_MAP`
+- ``REWARD_SERVICE_DEFAULT_TASK``: task for a data_source nothing maps (otherwise that is an error)
+- ``REWARD_SERVICE_RETURN_DICT=1``: return verl's dict form instead of a float
+- ``REWARD_SERVICE_TIMEOUT_S``: per-batch deadline sent to the service
+
+``custom_reward_function.reward_kwargs`` may set ``task``, ``task_map``, ``default_task``,
+``return_dict``, ``timeout_s`` and ``options`` with the same meaning (they win over the
+environment). Per row, ``extra_info["task"]`` picks the task, ``extra_info["reward_options"]``
+the task options, and ``extra_info["prompt"]`` (or ``"question"``) the prompt for tasks that
+read it (ifeval).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reward_service.client import RewardClient
+from reward_service.models import Item, Result
+
+__all__ = ["DEFAULT_TASK_MAP", "compute_score", "compute_score_batch", "resolve_task"]
+
+# First match wins; patterns are case-insensitive fnmatch globs over verl's data_source.
+# Names follow verl's own default_compute_score and its data preprocessing scripts.
+DEFAULT_TASK_MAP: tuple[tuple[str, str], ...] = (
+    ("reasoning_gym*", "logic"),
+    ("reasoning-gym*", "logic"),
+    ("ifeval*", "ifeval"),
+    ("google/ifeval*", "ifeval"),
+    ("codecontests", "code"),
+    ("deepmind/code_contests", "code"),
+    ("apps", "code"),
+    ("codeparrot/apps", "code"),
+    ("taco", "code"),
+    ("baai/taco", "code"),
+    ("*codeforces*", "code"),
+    ("primeintellect*", "code"),
+    ("*livecodebench*", "code"),
+    ("*gpqa*", "mcq"),
+    ("*mmlu*", "mcq"),
+    ("allenai/ai2_arc", "mcq"),
+    ("*multiple_choice*", "mcq"),
+    ("*mcq*", "mcq"),
+    ("openai/gsm8k", "math"),
+    ("*gsm8k*", "math"),
+    ("lighteval/math", "math"),
+    ("digitallearninggmbh/math-lighteval", "math"),
+    ("huggingfaceh4/math-500", "math"),
+    ("math_dapo", "math"),
+    ("aime*", "math"),
+    ("amc*", "math"),
+    ("numina_*", "math"),
+    ("hiyouga/geometry3k", "math"),
+    ("*deepscaler*", "math"),
+    ("*math*", "math"),
+)
+
+_clients: dict[tuple[int, str, str | None], RewardClient] = {}
+_clients_lock = threading.Lock()
+
+
+def _client() -> RewardClient:
+    url = os.environ.get("REWARD_SERVICE_URL", "http://127.0.0.1:8000")
+    key = os.environ.get("REWARD_SERVICE_API_KEY") or None
+    # Keyed by pid too: verl forks Ray workers, and a client can't cross a fork.
+    cache_key = (os.getpid(), url, key)
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is None:
+            client = _clients[cache_key] = RewardClient(url, key)
+        return client
+
+
+def _env_task_map() -> dict[str, str]:
+    raw = os.environ.get("REWARD_SERVICE_TASK_MAP")
+    if not raw:
+        return {}
+    mapping = json.loads(raw)
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise ValueError('REWARD_SERVICE_TASK_MAP must be a JSON object like {"my_source": "math"}')
+    return mapping
+
+
+def _match(data_source: str, mapping: Mapping[str, str] | Sequence[tuple[str, str]]) -> str | None:
+    pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
+    source = data_source.lower()
+    for pattern, task in pairs:
+        if fnmatch.fnmatchcase(source, pattern.lower()):
+            return task
+    return None
+
+
+def resolve_task(
+    data_source: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    task: str | None = None,
+    task_map: Mapping[str, str] | None = None,
+    default_task: str | None = None,
+) -> str:
+    """The service task for one row.
+
+    Order: ``extra_info["task"]``, ``task``, ``task_map``, ``REWARD_SERVICE_TASK_MAP``,
+    :data:`DEFAULT_TASK_MAP`, ``default_task`` / ``REWARD_SERVICE_DEFAULT_TASK``; else ValueError,
+    because scoring a dataset with the wrong verifier silently would poison training.
+    """
+    if isinstance(extra_info, Mapping) and isinstance(extra_info.get("task"), str):
+        return extra_info["task"]
+    if task:
+        return task
+    source = str(data_source)
+    for mapping in (task_map or {}, _env_task_map(), DEFAULT_TASK_MAP):
+        found = _match(source, mapping)
+        if found:
+            return found
+    fallback = default_task or os.environ.get("REWARD_SERVICE_DEFAULT_TASK")
+    if fallback:
+        return fallback
+    raise ValueError(
+        f"no reward-service task for data_source={source!r}; set extra_info['task'], "
+        "reward_kwargs task/task_map, or REWARD_SERVICE_TASK_MAP / REWARD_SERVICE_DEFAULT_TASK"
+    )
+
+
+def _plain(value: Any) -> Any:
+    # verl hands over numpy scalars/arrays from parquet; JSON needs plain Python.
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _item(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any, kw: Mapping[str, Any]) -> Item:
+    info = extra_info if isinstance(extra_info, Mapping) else {}
+    prompt = next((info[k] for k in ("prompt", "question") if isinstance(info.get(k), str)), None)
+    options = info.get("reward_options") or kw.get("options")
+    return Item(
+        task=resolve_task(
+            data_source, info, task=kw.get("task"), task_map=kw.get("task_map"), default_task=kw.get("default_task")
+        ),
+        prompt=prompt,
+        completion=str(solution_str),
+        ground_truth=_plain(ground_truth),
+        options=dict(options) if options else None,
+    )
+
+
+def _want_dict(kw: Mapping[str, Any]) -> bool:
+    if "return_dict" in kw:
+        return bool(kw["return_dict"])
+    return os.environ.get("REWARD_SERVICE_RETURN_DICT", "").lower() in ("1", "true", "yes")
+
+
+def _timeout(kw: Mapping[str, Any]) -> float | None:
+    value = kw.get("timeout_s") or os.environ.get("REWARD_SERVICE_TIMEOUT_S")
+    return float(value) if value else None
+
+
+def _output(result: Result, as_dict: bool) -> float | dict[str, float]:
+    if not as_dict:
+        return result.reward
+    # verl gathers every key into reward_extra_info lists and averages them for
+    # metrics, so keys must be the same on every row and values numeric.
+    return {"score": result.reward, "status_ok": float(result.status == "ok"), "elapsed_ms": result.elapsed_ms}
+
+
+def compute_score(
+    data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
+) -> float | dict[str, float]:
+    """verl's per-response reward function: one item, one call to the service."""
+    result = _client().score([_item(data_source, solution_str, ground_truth, extra_info, kwargs)], timeout_s=_timeout(kwargs))
+    return _output(result[0], _want_dict(kwargs))
+
+
+def compute_score_batch(
+    data_sources: Sequence[Any],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Any] | None = None,
+    **kwargs: Any,
+) -> list[float | dict[str, float]]:
+    """verl's batch reward function (``reward_manager=batch``): the whole step in one request."""
+    n = len(solution_strs)
+    infos = list(extra_infos) if extra_infos is not None else [None] * n
+    if not (len(data_sources) == len(ground_truths) == len(infos) == n):
+        raise ValueError("data_sources, solution_strs, ground_truths and extra_infos must have equal lengths")
+    items = [_item(*row, kwargs) for row in zip(data_sources, solution_strs, ground_truths, infos)]
+    as_dict = _want_dict(kwargs)
+    return [_output(r, as_dict) for r in _client().score(items, timeout_s=_timeout(kwargs))]

@@ -1,0 +1,343 @@
+"""The verl, OpenRLHF and TRL adapters, each against the live service and its trainer's call.
+
+verl and OpenRLHF need GPU stacks, so their calling conventions are pinned from
+their sources (cited per test). TRL runs on CPU: when it is installed, a real
+GRPOTrainer step on a tiny randomly initialised model calls our reward function.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import statistics
+
+import httpx
+import pytest
+
+from live_service import running_service
+from reward_service.client import RewardClient
+from reward_service.integrations import verl
+from reward_service.integrations.openrlhf import parse_label, split_completion
+from reward_service.integrations.trl import ServiceRewardFunc, make_reward_func
+
+KEY = "integration-key"
+
+
+@pytest.fixture(scope="module")
+def open_url():
+    with running_service() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_url():
+    with running_service(api_key=KEY) as url:
+        yield url
+
+
+@pytest.fixture
+def verl_env(monkeypatch, keyed_url):
+    for name in ("REWARD_SERVICE_TASK_MAP", "REWARD_SERVICE_DEFAULT_TASK", "REWARD_SERVICE_RETURN_DICT",
+                 "REWARD_SERVICE_TIMEOUT_S"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REWARD_SERVICE_URL", keyed_url)
+    monkeypatch.setenv("REWARD_SERVICE_API_KEY", KEY)
+
+
+# -- verl ---------------------------------------------------------------------------
+
+
+def test_verl_compute_score_has_the_documented_custom_reward_function_signature():
+    # verl docs/preparation/reward_function.rst and verl/utils/reward_score/__init__.py
+    # (default_compute_score); reward managers call it by keyword plus reward_kwargs.
+    params = inspect.signature(verl.compute_score).parameters
+    assert list(params)[:4] == ["data_source", "solution_str", "ground_truth", "extra_info"]
+    assert params["extra_info"].default is None
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def test_verl_compute_score_batch_matches_what_batch_reward_manager_passes():
+    # verl/workers/reward_manager/batch.py, BatchRewardManager.verify:
+    # compute_score(data_sources=, solution_strs=, ground_truths=, extra_infos=, **reward_kwargs)
+    params = inspect.signature(verl.compute_score_batch).parameters
+    assert list(params)[:4] == ["data_sources", "solution_strs", "ground_truths", "extra_infos"]
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def test_verl_compute_score_rewards_a_correct_gsm8k_answer(verl_env):
+    score = verl.compute_score(data_source="openai/gsm8k", solution_str="48 + 24 = 72, so \\boxed{72}",
+                               ground_truth="72", extra_info={"split": "train", "index": 0})
+    assert score == 1.0
+
+
+def test_verl_compute_score_gives_nothing_for_a_wrong_answer(verl_env):
+    assert verl.compute_score("lighteval/MATH", "\\boxed{\\frac{1}{3}}", "\\frac{1}{2}") == 0.0
+
+
+def test_verl_batch_scores_mixed_sources_in_order_as_the_batch_manager_hands_them(verl_env):
+    np = pytest.importorskip("numpy")
+    # verl's non_tensor_batch holds numpy object arrays.
+    data_sources = np.array(["openai/gsm8k", "Idavidrein/gpqa", "aime2024", "Idavidrein/gpqa"], dtype=object)
+    solutions = ["\\boxed{72}", "The answer is (C).", "\\boxed{100}", "The answer is (A)."]
+    ground_truths = np.array(["72", "C", "204", "B"], dtype=object)
+    extras = np.array([{"index": i} for i in range(4)], dtype=object)
+    scores = verl.compute_score_batch(data_sources=data_sources, solution_strs=solutions,
+                                      ground_truths=ground_truths, extra_infos=extras)
+    assert scores == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_verl_batch_is_one_request_for_a_training_step(verl_env, monkeypatch):
+    sent = []
+    real = RewardClient.score
+
+    def counting(self, items, **kw):
+        sent.append(len(items))
+        return real(self, items, **kw)
+
+    monkeypatch.setattr(RewardClient, "score", counting)
+    verl.compute_score_batch(["openai/gsm8k"] * 8, ["\\boxed{1}"] * 8, ["1"] * 8, [None] * 8)
+    assert sent == [8]
+
+
+def test_verl_return_dict_gives_the_same_numeric_keys_on_every_row(verl_env):
+    rows = verl.compute_score_batch(["openai/gsm8k", "openai/gsm8k"], ["\\boxed{2}", "no answer"], ["2", "3"],
+                                    [None, None], return_dict=True)
+    assert rows[0]["score"] == 1.0 and rows[1]["score"] == 0.0
+    assert rows[0].keys() == rows[1].keys()
+    assert all(isinstance(v, float) for row in rows for v in row.values())
+
+
+def test_verl_return_dict_can_be_switched_on_by_environment(verl_env, monkeypatch):
+    monkeypatch.setenv("REWARD_SERVICE_RETURN_DICT", "1")
+    assert verl.compute_score("openai/gsm8k", "\\boxed{5}", "5")["score"] == 1.0
+
+
+def test_verl_extra_info_task_overrides_the_data_source_mapping(verl_env):
+    assert verl.compute_score("openai/gsm8k", "The answer is (D).", "D", {"task": "mcq"}) == 1.0
+
+
+def test_verl_reward_options_reach_the_task(verl_env):
+    row = verl.compute_score("openai/gsm8k", "\\boxed{5}", "5", {"reward_options": {"no_such_option": 1}},
+                             return_dict=True)
+    assert row["status_ok"] == 0.0  # the math task rejected the unknown option, so it was sent
+
+
+@pytest.mark.parametrize("source, task", [
+    ("openai/gsm8k", "math"), ("lighteval/MATH", "math"), ("DigitalLearningGmbH/MATH-lighteval", "math"),
+    ("HuggingFaceH4/MATH-500", "math"), ("math_dapo", "math"), ("aime2025", "math"), ("numina_olympiads", "math"),
+    ("codecontests", "code"), ("apps", "code"), ("taco", "code"), ("codeforces", "code"),
+    ("PrimeIntellect/verifiable-coding-problems", "code"), ("livecodebench/code_generation_lite", "code"),
+    ("reasoning_gym/knights_knaves", "logic"), ("google/IFEval", "ifeval"), ("ifeval", "ifeval"),
+    ("Idavidrein/gpqa", "mcq"), ("cais/mmlu", "mcq"),
+])
+def test_verl_default_task_map(source, task, monkeypatch):
+    monkeypatch.delenv("REWARD_SERVICE_TASK_MAP", raising=False)
+    assert verl.resolve_task(source) == task
+
+
+def test_verl_task_map_from_environment_wins_over_defaults(monkeypatch):
+    monkeypatch.setenv("REWARD_SERVICE_TASK_MAP", json.dumps({"openai/gsm8k": "mcq", "my_*": "logic"}))
+    assert verl.resolve_task("openai/gsm8k") == "mcq"
+    assert verl.resolve_task("my_puzzles") == "logic"
+
+
+def test_verl_task_map_argument_wins_over_environment(monkeypatch):
+    monkeypatch.setenv("REWARD_SERVICE_TASK_MAP", json.dumps({"src": "mcq"}))
+    assert verl.resolve_task("src", task_map={"src": "math"}) == "math"
+
+
+def test_verl_unmapped_data_source_is_an_error_not_a_silent_default(monkeypatch):
+    monkeypatch.delenv("REWARD_SERVICE_TASK_MAP", raising=False)
+    monkeypatch.delenv("REWARD_SERVICE_DEFAULT_TASK", raising=False)
+    with pytest.raises(ValueError, match="my_dataset"):
+        verl.resolve_task("my_dataset")
+    assert verl.resolve_task("my_dataset", default_task="math") == "math"
+
+
+# -- OpenRLHF -----------------------------------------------------------------------
+
+
+def openrlhf_post(url: str, data: dict, **params) -> dict:
+    # As openrlhf/utils/remote_rm_utils.py request_api_wrapper does it (with requests):
+    # a JSON POST of {"query", "prompts", "labels"}, then response.json()["rewards"].
+    response = httpx.post(f"{url}/openrlhf", json=data, params=params,
+                          headers={"Content-Type": "application/json"}, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_openrlhf_scores_queries_with_plain_labels_as_math(open_url):
+    prompts = ["<|user|>What is 6*7?<|assistant|>", "<|user|>What is 1+1?<|assistant|>"]
+    queries = [prompts[0] + "6*7 = \\boxed{42}<|eos|>", prompts[1] + "It is \\boxed{3}<|eos|>"]
+    out = openrlhf_post(open_url, {"query": queries, "prompts": prompts, "labels": ["42", "2"]})
+    assert out["rewards"] == [1.0, 0.0]
+    assert out["scores"] == out["rewards"]
+    assert out["extra_logs"] == {"status_ok": [1.0, 1.0], "prompt_found": [1.0, 1.0]}
+
+
+def test_openrlhf_json_labels_choose_the_task_per_sample(open_url):
+    labels = [json.dumps({"task": "mcq", "ground_truth": "B"}), json.dumps({"task": "math", "ground_truth": "9"})]
+    out = openrlhf_post(open_url, {"query": ["Q1 The answer is (B).", "Q2 \\boxed{9}"], "prompts": ["Q1", "Q2"],
+                                   "labels": labels})
+    assert out["rewards"] == [1.0, 1.0]
+
+
+def test_openrlhf_task_query_parameter_sets_the_default_task(open_url):
+    out = openrlhf_post(open_url, {"query": ["Pick one. The answer is (A)."], "prompts": ["Pick one."],
+                                   "labels": ["A"]}, task="mcq")
+    assert out["rewards"] == [1.0]
+
+
+def test_openrlhf_prompt_is_not_scored_as_part_of_the_answer(open_url):
+    # The prompt's own boxed example would be the "answer" if the prompt weren't cut off.
+    prompt = "Answer like \\boxed{7}. What is 2+3?"
+    out = openrlhf_post(open_url, {"query": [prompt + " I am not sure."], "prompts": [prompt], "labels": ["7"]})
+    assert out["rewards"] == [0.0]
+
+
+def test_openrlhf_prompt_missing_from_query_scores_the_whole_query_and_says_so(open_url):
+    out = openrlhf_post(open_url, {"query": ["\\boxed{4}"], "prompts": ["a prompt that was re-tokenized"],
+                                   "labels": ["4"]})
+    assert out["rewards"] == [1.0]
+    assert out["extra_logs"]["prompt_found"] == [0.0]
+
+
+def test_openrlhf_old_clients_sending_only_query_get_rewards(open_url):
+    # Older OpenRLHF posted {"query": queries} alone.
+    out = openrlhf_post(open_url, {"query": ["\\boxed{4}"]})
+    assert len(out["rewards"]) == 1
+
+
+def test_openrlhf_mismatched_lengths_are_rejected(open_url):
+    response = httpx.post(f"{open_url}/openrlhf", json={"query": ["a", "b"], "prompts": ["a"], "labels": ["1", "2"]})
+    assert response.status_code == 422
+    assert "prompts" in response.json()["detail"]
+
+
+def test_openrlhf_route_is_behind_the_api_key_like_score(keyed_url):
+    body = {"query": ["\\boxed{1}"], "prompts": [""], "labels": ["1"]}
+    assert httpx.post(f"{keyed_url}/openrlhf", json=body).status_code == 401
+    ok = httpx.post(f"{keyed_url}/openrlhf", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert ok.json()["rewards"] == [1.0]
+
+
+def test_split_completion_finds_the_prompt_after_a_bos_token():
+    assert split_completion("<s>Q: 1+1?A: 2", "Q: 1+1?") == ("A: 2", True)
+
+
+def test_parse_label_reads_json_objects_and_leaves_plain_strings_alone():
+    assert parse_label('{"task": "mcq", "ground_truth": "C", "options": {}}', "math") == ("mcq", "C", {})
+    assert parse_label("{not json", "math") == ("math", "{not json", None)
+    assert parse_label("\\frac{1}{2}", "math") == ("math", "\\frac{1}{2}", None)
+
+
+# -- TRL ----------------------------------------------------------------------------
+
+
+def trl_kwargs(**columns):
+    """What GRPOTrainer._calculate_rewards adds to the dataset columns (TRL 1.x)."""
+    return {"completion_ids": [[1, 2]] * len(next(iter(columns.values()))), "trainer_state": object(),
+            "log_extra": lambda column, values: None, "log_metric": lambda name, value: None, **columns}
+
+
+def test_trl_reward_func_is_named_for_trl_logs():
+    assert make_reward_func(task="math").__name__ == "reward_service_math"
+    assert make_reward_func(task="mcq", name="answer_ok").__name__ == "answer_ok"
+
+
+def test_trl_reward_func_scores_plain_completions(open_url):
+    fn = make_reward_func(task="math", url=open_url)
+    rewards = fn(prompts=["2+2?", "3+3?"], completions=["\\boxed{4}", "\\boxed{7}"],
+                 **trl_kwargs(ground_truth=["4", "6"]))
+    assert rewards == [1.0, 0.0]
+
+
+def test_trl_reward_func_scores_conversational_completions(open_url):
+    fn = make_reward_func(task="math", url=open_url)
+    prompts = [[{"role": "user", "content": "2+2?"}]] * 2
+    completions = [[{"role": "assistant", "content": "\\boxed{4}"}], [{"role": "assistant", "content": "5"}]]
+    assert fn(prompts=prompts, completions=completions, **trl_kwargs(ground_truth=["4", "4"])) == [1.0, 0.0]
+
+
+def test_trl_task_column_picks_the_task_per_row(open_url):
+    fn = make_reward_func(task=None, url=open_url, ground_truth_column="answer", task_column="kind")
+    rewards = fn(prompts=["p", "q"], completions=["The answer is (B).", "\\boxed{12}"],
+                 **trl_kwargs(answer=["B", "12"], kind=["mcq", "math"]))
+    assert rewards == [1.0, 1.0]
+
+
+def test_trl_reward_func_uses_the_api_key(keyed_url):
+    fn = make_reward_func(task="math", url=keyed_url, api_key=KEY)
+    assert fn(prompts=["p"], completions=["\\boxed{1}"], **trl_kwargs(ground_truth=["1"])) == [1.0]
+
+
+def test_trl_missing_ground_truth_column_names_the_columns_it_saw():
+    fn = make_reward_func(task="math", url="http://127.0.0.1:9")
+    with pytest.raises(KeyError, match="solution"):
+        fn(prompts=["p"], completions=["c"], **trl_kwargs(solution=["1"]))
+
+
+def test_trl_reward_func_survives_pickling(open_url):
+    import pickle
+
+    fn = make_reward_func(task="math", url=open_url)
+    fn(prompts=["p"], completions=["\\boxed{1}"], **trl_kwargs(ground_truth=["1"]))  # opens a client
+    copy = pickle.loads(pickle.dumps(fn))
+    assert isinstance(copy, ServiceRewardFunc) and copy.__name__ == fn.__name__
+    assert copy(prompts=["p"], completions=["\\boxed{1}"], **trl_kwargs(ground_truth=["1"])) == [1.0]
+
+
+class _Recording(ServiceRewardFunc):
+    """Ours, plus a record of what the trainer passed and got back."""
+
+    calls: list
+
+    def __call__(self, prompts, completions, **kwargs):
+        rewards = super().__call__(prompts, completions, **kwargs)
+        self.calls.append({"completions": completions, "kwargs": sorted(kwargs), "rewards": rewards})
+        return rewards
+
+
+def _tiny_trainer(reward_func, conversational: bool, tmp_path):
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from trl import GRPOConfig, GRPOTrainer
+
+    # A vocabulary where random generation often writes a right or a wrong boxed answer.
+    words = ["<pad>", "<eos>", "<bos>", "\\boxed{4}", "\\boxed{5}", "so", "what", "is", "2+2?"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=2))
+    prompt = [{"role": "user", "content": "what is 2+2?"}] if conversational else "what is 2+2?"
+    dataset = Dataset.from_dict({"prompt": [prompt] * 4, "ground_truth": ["4"] * 4})
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=4, max_steps=1, report_to=[], logging_steps=1, use_cpu=True,
+                      save_strategy="no", bf16=False, seed=0)
+    return GRPOTrainer(model=model, reward_funcs=[reward_func], args=args, train_dataset=dataset, processing_class=tok)
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+def test_trl_grpo_trainer_step_uses_our_rewards(open_url, tmp_path, conversational):
+    fn = _Recording(task="math", url=open_url, api_key=None, ground_truth_column="ground_truth", task_column=None,
+                    options=None, options_column=None, timeout_s=None, name="reward_service_math")
+    fn.calls = []
+    trainer = _tiny_trainer(fn, conversational, tmp_path)
+    trainer.train()
+
+    assert len(fn.calls) == 1
+    call = fn.calls[0]
+    assert {"completion_ids", "ground_truth", "trainer_state"} <= set(call["kwargs"])
+    with RewardClient(open_url) as client:  # what the service says of the same texts
+        from reward_service.integrations.trl import _text
+
+        expected = [r.reward for r in client.score(
+            [{"task": "math", "completion": _text(c), "ground_truth": "4"} for c in call["completions"]])]
+    assert call["rewards"] == expected
+    logged = next(h for h in trainer.state.log_history if "rewards/reward_service_math/mean" in h)
+    assert float(logged["rewards/reward_service_math/mean"]) == pytest.approx(statistics.mean(expected), abs=1e-3)
+    assert float(logged["reward_service_math/not_ok_frac"]) == 0.0  # reported through TRL's log_metric
