@@ -59,19 +59,23 @@ def _limits_setter(cpu_s, fsize_mb, nofile):
     return apply
 
 
-def spawn(cmd, cwd, env, stdin_bytes, wall_s, cpu_s, fsize_mb, nofile, out_cap):
-    """Run cmd in its own session; returns a dict describing what happened."""
-    stdin_path = os.path.join(WORK_ROOT, ".stdin-%d" % os.getpid())
-    with open(stdin_path, "wb") as f:
-        f.write(stdin_bytes)
-    stdin_f = open(stdin_path, "rb")
-    os.unlink(stdin_path)  # the program gets the data, never the path
+def stash_stdin(data):
+    """The program's stdin as an open, already unlinked file: it gets the data, never a path,
+    and our memory does not hold a copy while it runs."""
+    path = os.path.join(WORK_ROOT, ".stdin-%d" % os.getpid())
+    with open(path, "wb") as f:
+        f.write(data)
+    stdin_f = open(path, "rb")
+    os.unlink(path)
+    return stdin_f
 
+
+def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
+    """Run cmd in its own session; returns a dict describing what happened."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin_f, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=_limits_setter(cpu_s, fsize_mb, nofile))
-    stdin_f.close()
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     sel = selectors.DefaultSelector()
     for stream in bufs:
@@ -195,18 +199,22 @@ def session(req):
     lim = req["limits"]
     run_dir = os.path.join(WORK_ROOT, "run-%s" % req["id"])
     os.mkdir(run_dir, 0o700)
-    for name, data in req["files"].items():
+    files = req.pop("files")
+    while files:
+        name, data = files.popitem()
         path = os.path.join(run_dir, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
+        del data
+    stdin = stash_stdin(base64.b64decode(req.pop("stdin")))
     env = {"PATH": PATH, "HOME": run_dir, "TMPDIR": run_dir, "LANG": "C.UTF-8"}
     common = dict(cwd=run_dir, env=env, fsize_mb=lim["file_size_mb"], nofile=lim["nofile"])
 
     if req["language"] == "cpp":
         with open(os.path.join(run_dir, "main.cpp"), "w") as f:
             f.write(req["source"])
-        cc = spawn(["g++", "-O2", "-std=c++17", "-o", "main", "main.cpp"], stdin_bytes=b"",
+        cc = spawn(["g++", "-O2", "-std=c++17", "-o", "main", "main.cpp"], stdin=subprocess.DEVNULL,
                    wall_s=lim["compile_s"], cpu_s=lim["compile_s"], out_cap=COMPILE_OUTPUT_BYTES, **common)
         if cc["exit_code"] != 0 or cc["timed_out"]:
             text = (cc["stderr"] + cc["stdout"]).decode("utf-8", "replace")
@@ -220,8 +228,9 @@ def session(req):
         cmd = ["python3", "-I", "main.py"]
 
     oom_before = oom_kills()
-    r = spawn(cmd + req["argv"], stdin_bytes=base64.b64decode(req["stdin"]), wall_s=lim["wall_time_s"],
+    r = spawn(cmd + req["argv"], stdin=stdin, wall_s=lim["wall_time_s"],
               cpu_s=lim["cpu_time_s"], out_cap=lim["output_bytes"], **common)
+    stdin.close()
     oom_after = oom_kills()
     oom = oom_before is not None and oom_after is not None and oom_after > oom_before
     code = r["exit_code"]
@@ -254,7 +263,7 @@ def main():
     # Not dumpable: the program (same uid) can't ptrace us or open our
     # /proc/<pid>/fd/1 to forge the result line.
     ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    req = json.loads(sys.stdin.buffer.read())
+    req = json.loads(sys.stdin.buffer.read())  # the raw bytes are freed right away
     pids_before = pid_limit_hits()
     try:
         out = session(req)

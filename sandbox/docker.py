@@ -391,7 +391,7 @@ class DockerSandbox(Sandbox):
                 return RunResult(RunStatus.sandbox_error, detail=f"could not start a sandbox container: {e}")
             try:
                 self._fit_cgroup(warm, limits)
-                result, reusable = self._exec(warm, request, deadline_s, limits)
+                result, reusable = self._exec(warm, request, deadline_s)
             except Exception as e:  # noqa: BLE001 - engine/transport failure, not the program's doing
                 pool.discard(warm)
                 last_error = f"{type(e).__name__}: {e}"
@@ -403,6 +403,18 @@ class DockerSandbox(Sandbox):
                 pool.discard(warm)
             return result
         return RunResult(RunStatus.sandbox_error, detail=f"docker engine error: {last_error}")
+
+    def _saw_oom(self, warm: _Warm) -> bool:
+        """Whether the container's cgroup ever OOM-killed. Pooled containers have not:
+        the first OOM sends a container to the bin, so any count means this run."""
+        api = self._docker().api
+        try:
+            exec_id = api.exec_create(warm.id, ["cat", "/sys/fs/cgroup/memory/memory.oom_control",
+                                                "/sys/fs/cgroup/memory.events"], user=SANDBOX_USER)["Id"]
+            text = api.exec_start(exec_id).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - no answer means no evidence
+            return False
+        return any(line.split()[:1] == ["oom_kill"] and line.split()[1] != "0" for line in text.splitlines())
 
     def _fit_cgroup(self, warm: _Warm, limits: Limits) -> None:
         """Session-wide memory and process limits live in the container's cgroup; retune only on change."""
@@ -417,7 +429,7 @@ class DockerSandbox(Sandbox):
         api._raise_for_status(res)
         warm.cgroup = want
 
-    def _exec(self, warm: _Warm, request: bytes, deadline_s: float, limits: Limits) -> tuple[RunResult, bool]:
+    def _exec(self, warm: _Warm, request: bytes, deadline_s: float) -> tuple[RunResult, bool]:
         api = self._docker().api
         t0 = time.monotonic()
         exec_id = api.exec_create(warm.id, ["python3", "-I", "-S", "-c", RUNNER_SOURCE], stdin=True,
@@ -458,12 +470,13 @@ class DockerSandbox(Sandbox):
         try:
             r = json.loads(out)
         except ValueError:
-            # The program killed the runner (e.g. kill(-1, SIGKILL)) or it died of the memory limit.
-            return RunResult(RunStatus.runtime_error, wall_time_s=wall,
-                             detail="the sandbox session was killed before it could report "
-                                    "(the program killed its supervisor or exhausted the container)",
-                             extra={"container": warm.id[:12],
-                                    "runner_stderr": err[-2000:].decode("utf-8", "replace")}), False
+            # The runner died: the OOM killer chose it, or the program killed it (kill(-1, SIGKILL)).
+            extra = {"container": warm.id[:12], "runner_stderr": err[-2000:].decode("utf-8", "replace")}
+            if self._saw_oom(warm):
+                return RunResult(RunStatus.memory_limit, wall_time_s=wall, extra=extra,
+                                 detail="the session was killed by the out-of-memory killer"), False
+            return RunResult(RunStatus.runtime_error, wall_time_s=wall, extra=extra,
+                             detail="the program killed the sandbox's supervisor before it could report"), False
         status = RunStatus(r["status"])
         reusable = bool(r.get("clean")) and not r.get("oom") and not r.get("pid_limit_hit") \
             and status != RunStatus.sandbox_error
