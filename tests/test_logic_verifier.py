@@ -29,7 +29,7 @@ from reasoning_gym.utils import extract_answer
 
 import verifiers
 from verifiers.tasks import _reasoning_gym as rg_engine
-from verifiers.tasks._rg_guard import ANSWER_EVALUATED, GROUND_TRUTH_EVALUATED
+from verifiers.tasks._rg_guard import ANSWER_EVALUATED, GROUND_TRUTH_EVALUATED, unsafe_reason
 
 SEED = 20240601
 PER_DATASET = 3
@@ -408,3 +408,23 @@ def test_every_dataset_module_that_evaluates_text_is_reviewed():
             evaluating.add(name)
     reviewed = set(ANSWER_EVALUATED) | set(GROUND_TRUTH_EVALUATED) | _EVALS_ONLY_TO_GENERATE
     assert evaluating <= reviewed, sorted(evaluating - reviewed)
+
+
+@pytest.mark.parametrize("text", ["\n  " + PAYLOAD, "\t" + PAYLOAD, f"[1, {PAYLOAD}]", "[x.y]", "[x[0]]",
+                                  "[_]", "[exit]", "[*x]", "[i for i in x]", "['a' * 10**9]"])
+def test_guard_refuses_python_code_however_it_is_wrapped(text):
+    assert unsafe_reason(text, "python")
+
+
+@pytest.mark.parametrize("text", [PAYLOAD + "!", "(sin)(x)!", "x.y!", "preview(x)", "sympify(x)!", "lambda: 1",
+                                  "sin('x')", "2**2**2", "x**100000", "exp(x=1)"])
+def test_guard_refuses_sympy_code_however_it_is_wrapped(text):
+    assert unsafe_reason(text, "sympy")
+
+
+@pytest.mark.parametrize("text, evaluator", [
+    ("1 2 3\n4 5 6", "python"), ("['a', 'b']", "python"), ("[[1, 0], [-1, 2]]", "python"), ("it's 24", "python"),
+    ("x**2/2 + sin(3*x) + C", "sympy"), ("(8 - 5)*(6 + 2)", "sympy"), ("x!", "sympy"), ("5*4 + 8 -", "sympy"),
+])
+def test_guard_lets_plain_answers_through(text, evaluator):
+    assert unsafe_reason(text, evaluator) is None

@@ -70,16 +70,24 @@ def unsafe_reason(text: str, evaluator: Evaluator) -> str | None:
     """
     if len(text) > _MAX_LEN:
         return f"longer than {_MAX_LEN} characters"
-    source = text.lstrip(" \t") if evaluator == "python" else text.strip()
     calls = _SYMPY_CALLS if evaluator == "sympy" else frozenset()
-    try:
-        tree = ast.parse(source, mode="eval")
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None if evaluator == "python" else _token_reason(source, calls)
-    try:
-        return _check(tree.body, "top", calls, strings=evaluator == "python")
-    except RecursionError:
-        return "nested too deeply"
+    parsed = False
+    # eval() itself skips leading blanks; some scorers strip() the answer first.
+    for source in dict.fromkeys((text.lstrip(" \t"), text.strip())):
+        try:
+            tree = ast.parse(source, mode="eval")
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            continue
+        parsed = True
+        try:
+            reason = _check(tree.body, "top", calls, strings=evaluator == "python")
+        except RecursionError:
+            reason = "nested too deeply"
+        if reason:
+            return reason
+    if parsed or evaluator == "python":
+        return None
+    return _token_reason(text.strip(), calls)
 
 
 def _check(node: ast.AST, ctx: str, calls: frozenset[str], strings: bool) -> str | None:
