@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -60,13 +61,26 @@ def bare_exec(sb: DockerSandbox) -> Callable[[], None]:
     read-only root even when the target is a tmpfs.)
     """
     api = sb._docker().api
-    warm = sb._get_pool().acquire()
+    pool = sb._get_pool()
 
     def go() -> None:
-        exec_id = api.exec_create(warm.id, ["python3", "-I", "-c", PROGRAM], user=SANDBOX_USER)["Id"]
-        out = api.exec_start(exec_id)
+        warm = pool.acquire()
+        try:
+            exec_id = api.exec_create(warm.id, ["python3", "-I", "-c", PROGRAM], user=SANDBOX_USER)["Id"]
+            out = api.exec_start(exec_id)
+        finally:
+            pool.release(warm)
         assert out == b"45\n", out
     return go
+
+
+def throughput(sb: DockerSandbox, runs: int) -> float:
+    """Runs per second with one caller thread per pooled container."""
+    go = warm_pool(sb)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(sb.config.pool_size) as ex:
+        list(ex.map(lambda _: go(), range(runs)))
+    return runs / (time.perf_counter() - t0)
 
 
 def row(name: str, ms: list[float]) -> str:
@@ -89,11 +103,13 @@ def main() -> None:
             "warm: bare exec, no cleanup (floor)": timed(bare_exec(sb), args.runs),
             "docker run --rm": timed(docker_run_rm(sb.config.image), max(5, args.runs // 3)),
         }
+        rate = throughput(sb, args.runs)
     finally:
         sb.close()
     print(f"{'per-run latency, ms':<36} {'runs':>4} {'median':>9} {'p90':>9} {'mean':>9}")
     for name, ms in results.items():
         print(row(name, ms))
+    print(f"warm pool throughput, {sb.config.pool_size} threads: {rate:.1f} runs/s")
 
 
 if __name__ == "__main__":
