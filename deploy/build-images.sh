@@ -66,7 +66,7 @@ fetch_debs() {  # DIR PACKAGE...
 
 build() {  # IMAGE CONTEXT
     # The classic builder needs no buildx plugin and never pulls a FROM that is local.
-    DOCKER_BUILDKIT=0 docker build --pull=false --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" "$2"
+    DOCKER_BUILDKIT=0 docker build --pull=false --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" "$2"
     echo "built $1"
 }
 
