@@ -1,7 +1,10 @@
 """Per-run latency of a trivial Python program: warm docker pool vs ``docker run --rm`` vs a bare subprocess.
 
-Also times a bare exec of the program into a warm container (no files, no
-cleanup): the floor that the backend's one-exec-per-run design sits on.
+Also times a bare ``docker exec`` of the program into a warm container (no
+files, no cleanup): the floor of any exec-per-run design, which the backend
+avoids by talking to a resident supervisor (PID 1) over the attached stdio.
+The bare subprocess is the host's own Python, whose start-up (site-packages)
+may well be slower than the container's minimal one.
 
     python3 bench/bench_sandbox_docker.py [--runs N]
 
@@ -55,7 +58,7 @@ def warm_pool(sb: DockerSandbox) -> Callable[[], None]:
 
 
 def bare_exec(sb: DockerSandbox) -> Callable[[], None]:
-    """Floor for any warm-pool design: one exec of the program itself, no files, no cleanup.
+    """Floor for an exec-per-run design: one exec of the program itself, no files, no cleanup.
 
     (``put_archive`` is not an alternative: the engine refuses it on a
     read-only root even when the target is a tmpfs.)
@@ -100,7 +103,7 @@ def main() -> None:
         results = {
             "bare subprocess (no isolation)": timed(bare_subprocess, args.runs),
             "docker sandbox, warm pool": timed(warm_pool(sb), args.runs),
-            "warm: bare exec, no cleanup (floor)": timed(bare_exec(sb), args.runs),
+            "exec-per-run floor (bare exec)": timed(bare_exec(sb), args.runs),
             "docker run --rm": timed(docker_run_rm(sb.config.image), max(5, args.runs // 3)),
         }
         rate = throughput(sb, args.runs)

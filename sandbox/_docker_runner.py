@@ -1,11 +1,14 @@
-"""Runs ONE session inside a warm sandbox container; executed there as ``python3 -I -S -c``.
+"""PID 1 of every warm sandbox container: runs sessions one at a time, on request.
 
-It is shipped with every exec (not baked into the image) so the image stays a
-plain base plus a user. Protocol: one JSON request on stdin, one JSON result
-on stdout. Before answering it kills every other process in the container
-and wipes the work areas, and says whether that left the container clean;
-the host recycles any container that is not. Standard library only: it runs
-under the image's Python, not the service's.
+Started as the container's command (``python3 -I -S -c``), so the image stays
+a plain base plus a user and this code versions with the service. Protocol on
+the container's attached stdin/stdout: a 4-byte big-endian length, then JSON;
+one request, one answer. Being PID 1 it can't be killed or stopped by the
+programs it runs (the kernel drops their signals to a namespace's init), and
+it inherits every orphan. Before answering it kills every other process,
+wipes the writable areas and SysV IPC, and says whether that left the
+container clean; the host recycles any container that is not. Standard
+library only: it runs under the image's Python, not the service's.
 """
 import base64
 import ctypes
@@ -15,6 +18,7 @@ import resource
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -48,6 +52,23 @@ def pid_limit_hits():
     return _read_counter(("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events"), "max")
 
 
+_exits = {}  # pid -> (wait status, rusage) of children we wait for; other orphans are just reaped
+_wakeup_r = None  # readable whenever SIGCHLD arrived
+
+
+def reap():
+    """Collect every exited child. As PID 1 we inherit all orphans: unreaped, their
+    zombies would eat the pid limit."""
+    while True:
+        try:
+            pid, status, rusage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _exits[pid] = (status, rusage)
+
+
 def _limits_setter(cpu_s, fsize_mb, nofile):
     cpu = max(1, int(cpu_s + 0.999))
 
@@ -56,13 +77,18 @@ def _limits_setter(cpu_s, fsize_mb, nofile):
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_mb << 20, fsize_mb << 20))
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        try:  # the program, never this server, is the OOM killer's first choice
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
     return apply
 
 
 def stash_stdin(data):
     """The program's stdin as an open, already unlinked file: it gets the data, never a path,
     and our memory does not hold a copy while it runs."""
-    path = os.path.join(WORK_ROOT, ".stdin-%d" % os.getpid())
+    path = os.path.join(WORK_ROOT, ".stdin")
     with open(path, "wb") as f:
         f.write(data)
     stdin_f = open(path, "rb")
@@ -80,9 +106,9 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
     sel = selectors.DefaultSelector()
     for stream in bufs:
         sel.register(stream, selectors.EVENT_READ)
+    sel.register(_wakeup_r, selectors.EVENT_READ)
     deadline = t0 + wall_s
     timed_out = over_output = False
-    status = rusage = None
     exited_at = None
 
     def kill_group():
@@ -91,14 +117,14 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
         except OSError:
             pass
 
-    while sel.get_map():
+    while len(sel.get_map()) > 1:
         now = time.monotonic()
-        if status is None:
-            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                status, rusage, exited_at = st, ru, now
+        if exited_at is None:
+            reap()
+            if proc.pid in _exits:
+                exited_at = now
                 kill_group()  # background children of the program end with it
-        if status is None and now >= deadline:
+        if exited_at is None and now >= deadline:
             timed_out = True
             kill_group()
             break
@@ -106,8 +132,11 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
         # program itself is gone, drain briefly and stop.
         if exited_at is not None and now - exited_at > 0.2:
             break
-        wait = 0.05 if exited_at is not None else min(0.1, max(0.0, deadline - now))
+        wait = 0.05 if exited_at is not None else max(0.0, deadline - now)
         for key, _ in sel.select(wait):
+            if key.fileobj is _wakeup_r:
+                os.read(_wakeup_r, 4096)
+                continue
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 sel.unregister(key.fileobj)
@@ -120,8 +149,13 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
             kill_group()
             break
     sel.close()
-    if status is None:
-        _, status, rusage = os.wait4(proc.pid, 0)
+    while proc.pid not in _exits:
+        try:
+            _, status, rusage = os.wait4(proc.pid, 0)
+            _exits[proc.pid] = (status, rusage)
+        except ChildProcessError:  # reaped meanwhile by reap()
+            reap()
+    status, rusage = _exits.pop(proc.pid)
     proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
     proc.stderr.close()
@@ -138,24 +172,41 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
 
 
 def kill_everything_else():
-    """SIGKILL every process but init and us, until none is left; True if that worked."""
-    me = os.getpid()
-    for attempt in range(100):
-        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
-        if not others:
+    """SIGKILL every other process in the container until none is left; True if that worked."""
+    for attempt in range(200):
+        reap()
+        if not [p for p in os.listdir("/proc") if p.isdigit() and p != "1"]:
+            _exits.clear()
             return True
         try:
-            os.kill(-1, signal.SIGKILL)  # never reaches init (pid 1) or the caller
+            os.kill(-1, signal.SIGKILL)  # from PID 1: everyone else in the namespace
         except OSError:
             pass
-        while True:  # our own children stay zombies until we reap them
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
         time.sleep(min(0.001 * attempt, 0.02))
     return False
+
+
+def remove_sysv_ipc():
+    """Shared memory, semaphores and message queues outlive processes: drop them all."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ipc_rmid = 0
+    for table, remove in (("shm", lambda i: libc.shmctl(i, ipc_rmid, None)),
+                          ("sem", lambda i: libc.semctl(i, 0, ipc_rmid)),
+                          ("msg", lambda i: libc.msgctl(i, ipc_rmid, None))):
+        try:
+            with open("/proc/sysvipc/" + table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            remove(int(row.split()[1]))
+        try:
+            with open("/proc/sysvipc/" + table) as f:
+                if f.read().splitlines()[1:]:
+                    return False
+        except OSError:
+            pass
+    return True
 
 
 def _force_writable(func, path, _exc):
@@ -259,11 +310,7 @@ def session(req):
             "stdout": base64.b64encode(r["stdout"]).decode(), "stderr": base64.b64encode(r["stderr"]).decode()}
 
 
-def main():
-    # Not dumpable: the program (same uid) can't ptrace us or open our
-    # /proc/<pid>/fd/1 to forge the result line.
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    req = json.loads(sys.stdin.buffer.read())  # the raw bytes are freed right away
+def handle(req):
     pids_before = pid_limit_hits()
     try:
         out = session(req)
@@ -272,12 +319,43 @@ def main():
     clean = kill_everything_else()
     for root in (WORK_ROOT,) + SCRATCH:
         clean = wipe(root) and clean
+    clean = remove_sysv_ipc() and clean
     pids_after = pid_limit_hits()
     out["pid_limit_hit"] = pids_before is not None and pids_after is not None and pids_after > pids_before
     out["clean"] = clean and kill_everything_else()
-    sys.stdout.write(json.dumps(out))
-    sys.stdout.flush()
+    return out
+
+
+def read_exactly(stream, n):
+    data = stream.read(n)
+    return data if data is not None and len(data) == n else None
+
+
+def serve():
+    global _wakeup_r
+    # Not dumpable: the program (same uid) can't ptrace us or open our
+    # /proc/1/fd/* to read requests or forge answers.
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    _wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    os.set_blocking(_wakeup_r, False)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = read_exactly(inp, 4)
+        if header is None:
+            return  # the host hung up: the container ends with us
+        body = read_exactly(inp, struct.unpack(">I", header)[0])
+        if body is None:
+            return
+        req = json.loads(body)
+        del body
+        answer = json.dumps(handle(req)).encode()
+        del req
+        out.write(struct.pack(">I", len(answer)) + answer)
+        out.flush()
 
 
 if __name__ == "__main__":
-    main()
+    serve()

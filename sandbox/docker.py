@@ -1,12 +1,13 @@
 """Hardened, pooled Docker containers as the sandbox.
 
-Each run is one ``docker exec`` into a warm container (no container start on
-the hot path): the exec runs ``sandbox/_docker_runner.py`` as the sandbox user,
-which receives the whole session as JSON on stdin, runs the program in its own
-session under rlimits and a wall clock, kills every leftover process and wipes
-the work areas before it answers. A container that is not provably clean
-afterwards (leftovers, OOM, pid limit, runner killed, wall clock blown) is
-destroyed and replaced in the background.
+Each warm container's PID 1 is ``sandbox/_docker_runner.py``, running as the
+sandbox user; the host keeps the container's stdin/stdout attached and a run
+is one request/answer on that stream (no container start, not even an exec,
+on the hot path). The runner runs the program in its own session under
+rlimits and a wall clock, kills every leftover process and wipes the work
+areas before it answers. A container that is not provably clean afterwards
+(leftovers, OOM, pid limit, wall clock blown from outside) is destroyed and
+replaced in the background.
 
 Containers: no network, read-only root, a size-limited exec-able tmpfs at
 /work, memory/swap, pid and CPU limits, all capabilities dropped,
@@ -26,7 +27,7 @@ import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping
 
@@ -50,29 +51,13 @@ SANDBOX_USER = "10001:10001"  # fixed in deploy/sandbox/Dockerfile
 LABEL = "reward-service.sandbox"
 OWNER_LABEL = "reward-service.sandbox-owner"
 RUNNER_SOURCE = (Path(__file__).with_name("_docker_runner.py")).read_text()
-# The runner's own Python, the init process and the shm/tmpfs bookkeeping
-# live in the same memory cgroup as the program.
+# The runner (PID 1, ~10 MB) and the program's stdin file on the tmpfs live in
+# the same memory cgroup as the program.
 MEMORY_OVERHEAD_MB = 32
 COMPILE_TIME_S = 30.0
 NOFILE = 256
 GRACE_S = 5.0  # runner start + cleanup, on top of the limits, before the host steps in
 ACQUIRE_TIMEOUT_S = 120.0
-
-# PID 1 of every warm container: reaps orphans (sleep would leave zombies
-# that eat the pid limit) and, being init, is immune to kill(-1) from inside.
-INIT_SOURCE = """
-import os, signal
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-while True:
-    signal.sigwaitinfo({signal.SIGCHLD})
-    while True:
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                break
-        except ChildProcessError:
-            break
-"""
-
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
@@ -106,7 +91,11 @@ class DockerConfig:
 @dataclass
 class _Warm:
     id: str
+    sock: socket.socket  # attached to the runner's stdin/stdout/stderr for the container's life
     cgroup: tuple[int, int]  # (memory MB, pids) the container's cgroup is set to now
+    frames: bytearray = field(default_factory=bytearray)  # undecoded attach-stream bytes
+    out: bytearray = field(default_factory=bytearray)  # runner stdout not yet consumed
+    err: bytearray = field(default_factory=bytearray)  # runner stderr, last few KB
 
 
 class _Pool:
@@ -209,22 +198,39 @@ class _Pool:
             log.warning("could not remove sandbox container %s", warm.id[:12], exc_info=True)
 
 
-def _demux(data: bytes) -> tuple[bytes, bytes]:
-    """Split Docker's multiplexed attach stream into (stdout, stderr)."""
-    out, err = bytearray(), bytearray()
-    i = 0
-    while i + 8 <= len(data):
-        kind, size = struct.unpack(">BxxxL", data[i:i + 8])
-        chunk = data[i + 8:i + 8 + size]
-        (err if kind == 2 else out).extend(chunk)
+def _take_frames(warm: _Warm) -> None:
+    """Move complete frames of Docker's multiplexed attach stream into out/err."""
+    buf, i = warm.frames, 0
+    while i + 8 <= len(buf):
+        kind, size = struct.unpack(">BxxxL", buf[i:i + 8])
+        if i + 8 + size > len(buf):
+            break
+        chunk = buf[i + 8:i + 8 + size]
+        if kind == 2:
+            warm.err += chunk
+            del warm.err[:-4096]
+        else:
+            warm.out += chunk
         i += 8 + size
-    return bytes(out), bytes(err)
+    del buf[:i]
+
+
+def _answer(warm: _Warm) -> bytes | None:
+    """The runner's next complete answer, if it has fully arrived."""
+    if len(warm.out) < 4:
+        return None
+    n = struct.unpack(">I", warm.out[:4])[0]
+    if len(warm.out) < 4 + n:
+        return None
+    answer = bytes(warm.out[4:4 + n])
+    del warm.out[:4 + n]
+    return answer
 
 
 def _cgroup_for(limits: Limits) -> tuple[int, int]:
     """(memory MB, pids) for a container running one session under ``limits``: the
-    program's budget plus what init and the runner use."""
-    return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 2
+    program's budget plus the runner (PID 1)."""
+    return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 1
 
 
 def _valid_name(name: str) -> bool:
@@ -279,10 +285,11 @@ class DockerSandbox(Sandbox):
     def _create(self) -> _Warm:
         c = self.config
         memory_mb, pids = _cgroup_for(Limits())
-        container = self._docker().containers.run(
+        client = self._docker()
+        container = client.containers.create(
             c.image,
-            command=["python3", "-I", "-S", "-c", INIT_SOURCE],
-            detach=True,
+            command=["python3", "-I", "-S", "-c", RUNNER_SOURCE],
+            stdin_open=True,  # the request channel; stays open across attaches
             user=SANDBOX_USER,
             working_dir="/work",
             environment={},
@@ -302,15 +309,28 @@ class DockerSandbox(Sandbox):
             ulimits=[Ulimit(name="nofile", soft=1024, hard=1024),
                      Ulimit(name="fsize", soft=c.tmpfs_mb << 20, hard=c.tmpfs_mb << 20),
                      Ulimit(name="core", soft=0, hard=0)],
-            oom_score_adj=1000,  # under host memory pressure, sandboxes die first
+            # Under memory pressure sandboxes die first, and within one the program (which
+            # the runner sets to 1000) before the runner.
+            oom_score_adj=500,
             runtime=c.runtime,
             log_config={"type": "none"},
             labels={LABEL: "1", OWNER_LABEL: self._owner()},
         )
-        return _Warm(container.id, (memory_mb, pids))
+        try:
+            # Attach before start: nothing the runner says can be missed.
+            sock = client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stderr": 1,
+                                                                  "stream": 1})
+            container.start()
+        except Exception:
+            container.remove(force=True)
+            raise
+        return _Warm(container.id, getattr(sock, "_sock", sock), (memory_mb, pids))
 
     def _destroy(self, warm: _Warm) -> None:
-        self._docker().api.remove_container(warm.id, force=True)
+        try:
+            warm.sock.close()
+        finally:
+            self._docker().api.remove_container(warm.id, force=True)
 
     def _remove_orphans(self) -> None:
         """Containers left by dead processes on this host (hard kills skip close())."""
@@ -391,7 +411,7 @@ class DockerSandbox(Sandbox):
                 return RunResult(RunStatus.sandbox_error, detail=f"could not start a sandbox container: {e}")
             try:
                 self._fit_cgroup(warm, limits)
-                result, reusable = self._exec(warm, request, deadline_s)
+                result, reusable = self._call(warm, request, deadline_s)
             except Exception as e:  # noqa: BLE001 - engine/transport failure, not the program's doing
                 pool.discard(warm)
                 last_error = f"{type(e).__name__}: {e}"
@@ -403,18 +423,6 @@ class DockerSandbox(Sandbox):
                 pool.discard(warm)
             return result
         return RunResult(RunStatus.sandbox_error, detail=f"docker engine error: {last_error}")
-
-    def _saw_oom(self, warm: _Warm) -> bool:
-        """Whether the container's cgroup ever OOM-killed. Pooled containers have not:
-        the first OOM sends a container to the bin, so any count means this run."""
-        api = self._docker().api
-        try:
-            exec_id = api.exec_create(warm.id, ["cat", "/sys/fs/cgroup/memory/memory.oom_control",
-                                                "/sys/fs/cgroup/memory.events"], user=SANDBOX_USER)["Id"]
-            text = api.exec_start(exec_id).decode("utf-8", "replace")
-        except Exception:  # noqa: BLE001 - no answer means no evidence
-            return False
-        return any(line.split()[:1] == ["oom_kill"] and line.split()[1] != "0" for line in text.splitlines())
 
     def _fit_cgroup(self, warm: _Warm, limits: Limits) -> None:
         """Session-wide memory and process limits live in the container's cgroup; retune only on change."""
@@ -429,54 +437,32 @@ class DockerSandbox(Sandbox):
         api._raise_for_status(res)
         warm.cgroup = want
 
-    def _exec(self, warm: _Warm, request: bytes, deadline_s: float) -> tuple[RunResult, bool]:
-        api = self._docker().api
+    def _call(self, warm: _Warm, request: bytes, deadline_s: float) -> tuple[RunResult, bool]:
+        """One request/answer with the container's runner, bounded by the wall clock from outside."""
         t0 = time.monotonic()
-        exec_id = api.exec_create(warm.id, ["python3", "-I", "-S", "-c", RUNNER_SOURCE], stdin=True,
-                                  stdout=True, stderr=True, user=SANDBOX_USER, workdir="/work")["Id"]
-        sock = api.exec_start(exec_id, socket=True)
-        raw = getattr(sock, "_sock", sock)
-        data = bytearray()
-        timed_out = False
-        try:
-            raw.settimeout(deadline_s)
-            raw.sendall(request)
-            raw.shutdown(socket.SHUT_WR)  # EOF on the runner's stdin
-            end = t0 + deadline_s
-            while True:
-                remaining = end - time.monotonic()
+        end = t0 + deadline_s
+        raw = warm.sock
+        raw.settimeout(deadline_s)
+        raw.sendall(struct.pack(">I", len(request)) + request)
+        answer = _answer(warm)
+        while answer is None:
+            remaining = end - time.monotonic()
+            try:
                 if remaining <= 0:
-                    timed_out = True
-                    break
+                    raise socket.timeout
                 raw.settimeout(remaining)
-                try:
-                    chunk = raw.recv(1 << 16)
-                except socket.timeout:
-                    timed_out = True
-                    break
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            sock.close()
-            if raw is not sock:
-                raw.close()
-        wall = time.monotonic() - t0
-        if timed_out:
-            # The runner missed its own clock: nothing in that container can be trusted.
-            return RunResult(RunStatus.timeout, wall_time_s=wall, extra={"container": warm.id[:12]},
-                             detail=f"wall time exceeded; killed from outside after {deadline_s:.1f}s"), False
-        out, err = _demux(bytes(data))
-        try:
-            r = json.loads(out)
-        except ValueError:
-            # The runner died: the OOM killer chose it, or the program killed it (kill(-1, SIGKILL)).
-            extra = {"container": warm.id[:12], "runner_stderr": err[-2000:].decode("utf-8", "replace")}
-            if self._saw_oom(warm):
-                return RunResult(RunStatus.memory_limit, wall_time_s=wall, extra=extra,
-                                 detail="the session was killed by the out-of-memory killer"), False
-            return RunResult(RunStatus.runtime_error, wall_time_s=wall, extra=extra,
-                             detail="the program killed the sandbox's supervisor before it could report"), False
+                chunk = raw.recv(1 << 16)
+            except socket.timeout:
+                # The runner missed its own clock: nothing in that container can be trusted.
+                return RunResult(RunStatus.timeout, wall_time_s=time.monotonic() - t0,
+                                 extra={"container": warm.id[:12]},
+                                 detail=f"wall time exceeded; stopped from outside after {deadline_s:.1f}s"), False
+            if not chunk:
+                return self._runner_died(warm, time.monotonic() - t0), False
+            warm.frames += chunk
+            _take_frames(warm)
+            answer = _answer(warm)
+        r = json.loads(answer)
         status = RunStatus(r["status"])
         reusable = bool(r.get("clean")) and not r.get("oom") and not r.get("pid_limit_hit") \
             and status != RunStatus.sandbox_error
@@ -488,10 +474,22 @@ class DockerSandbox(Sandbox):
             exit_code=r.get("exit_code"),
             stdout=base64.b64decode(r.get("stdout", "")),
             stderr=base64.b64decode(r.get("stderr", "")),
-            wall_time_s=r.get("wall", wall),
+            wall_time_s=r.get("wall", time.monotonic() - t0),
             cpu_time_s=r.get("cpu", 0.0),
             peak_memory_mb=r.get("peak_mb", 0.0),
             detail=detail,
             compile_output=r.get("compile_output", ""),
             extra={"container": warm.id[:12]},
         ), reusable
+
+    def _runner_died(self, warm: _Warm, wall: float) -> RunResult:
+        """PID 1 is gone, so is the container. Programs can't signal it; the OOM killer can."""
+        extra = {"container": warm.id[:12], "runner_stderr": warm.err.decode("utf-8", "replace")[-2000:]}
+        try:
+            oom = bool(self._docker().api.inspect_container(warm.id)["State"].get("OOMKilled"))
+        except Exception:  # noqa: BLE001
+            oom = False
+        if oom:
+            return RunResult(RunStatus.memory_limit, wall_time_s=wall, extra=extra,
+                             detail="the session was killed by the out-of-memory killer")
+        raise RuntimeError(f"sandbox runner exited unexpectedly: {extra['runner_stderr'][-300:]!r}")

@@ -133,7 +133,7 @@ def test_process_limit_bounds_the_session(sandbox):
     )
     r = run_py(sandbox, forks, limits=Limits(wall_time_s=5, cpu_time_s=5, max_processes=8))
     assert r.status == RunStatus.ok, r
-    assert int(r.stdout) < 8
+    assert int(r.stdout) == 7  # the program itself is one of the 8
 
 def test_fork_bomb_is_contained_and_the_next_run_works(sandbox):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
@@ -170,12 +170,28 @@ def test_filling_the_work_tmpfs_fails_inside_and_leaves_nothing_behind(sandbox):
     assert after.stdout == b"True\n", after
 
 
-def test_a_program_that_freezes_its_supervisor_is_stopped_from_outside(sandbox):
-    freeze = "import os, signal, time\nos.kill(os.getppid(), signal.SIGSTOP)\ntime.sleep(3600)"
-    r = run_py(sandbox, freeze, limits=Limits(wall_time_s=1, cpu_time_s=1))
+def test_a_program_cannot_signal_the_sandbox_supervisor(sandbox):
+    probe = (
+        "import os, signal\n"
+        "for sig in (signal.SIGSTOP, signal.SIGKILL):\n"
+        "    os.kill(os.getppid(), sig)\n"
+        "print(os.getppid(), 'still supervised')\n"
+    )
+    r = run_py(sandbox, probe)
+    assert r.status == RunStatus.ok, r
+    assert r.stdout == b"1 still supervised\n"
+
+
+def test_a_sandbox_that_stops_answering_is_cut_off_from_outside_and_replaced(sandbox):
+    frozen = run_py(sandbox, "pass").extra["container"]
+    sandbox._docker().api.pause(frozen)  # the whole container, supervisor included, stops
+    r = run_py(sandbox, "print('never runs')", limits=Limits(wall_time_s=1, cpu_time_s=1))
     assert r.status == RunStatus.timeout, r
     assert "outside" in r.detail
-    assert run_py(sandbox, "print('next')").stdout == b"next\n"
+    after = run_py(sandbox, "print('next')")
+    assert after.stdout == b"next\n"
+    assert after.extra["container"] != frozen
+
 
 # -- isolation between runs --------------------------------------------------
 
@@ -195,7 +211,7 @@ print(os.path.exists('/work/daemon-was-here'))
 
 LOOK_AROUND = """
 import os
-mine = {1, os.getpid(), os.getppid()}
+mine = {1, os.getpid()}
 foreign = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in mine]
 print(foreign, sorted(os.listdir('/work')) == [os.path.basename(os.getcwd())], os.listdir('/dev/shm'))
 """
@@ -211,11 +227,21 @@ def test_a_setsid_daemon_does_not_survive_into_the_next_run(sandbox):
 
 
 def test_killing_every_process_from_inside_does_not_break_the_pool(sandbox):
-    r = run_py(sandbox, "import os, signal\nos.kill(-1, signal.SIGKILL)")
-    assert r.status != RunStatus.ok
+    kill_all = (
+        "import os, signal, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "os.kill(-1, signal.SIGKILL)\n"
+        "print(os.waitpid(-1, 0)[1] == signal.SIGKILL)\n"
+    )
+    r = run_py(sandbox, kill_all)
+    assert r.stdout == b"True\n", r  # its children died, the supervisor did not
     after = run_py(sandbox, "print('still here')")
     assert after.status == RunStatus.ok, after
     assert after.stdout == b"still here\n"
+    assert after.extra["container"] == r.extra["container"]
 
 
 # -- what the program can reach ----------------------------------------------
