@@ -341,3 +341,36 @@ def test_trl_grpo_trainer_step_uses_our_rewards(open_url, tmp_path, conversation
     logged = next(h for h in trainer.state.log_history if "rewards/reward_service_math/mean" in h)
     assert float(logged["rewards/reward_service_math/mean"]) == pytest.approx(statistics.mean(expected), abs=1e-3)
     assert float(logged["reward_service_math/not_ok_frac"]) == 0.0  # reported through TRL's log_metric
+
+
+# -- examples/grpo_loop.py ----------------------------------------------------------
+
+
+def test_grpo_loop_example_learns_from_the_services_rewards(open_url):
+    import re
+    import subprocess
+    import sys
+
+    from live_service import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "grpo_loop.py"), "--url", open_url,
+                          "--steps", "12", "--seed", "0"], capture_output=True, text=True, timeout=120, check=True)
+    means = [float(m) for m in re.findall(r"mean reward (\d\.\d+)", out.stdout)]
+    assert len(means) == 12
+    assert statistics.mean(means[-3:]) > statistics.mean(means[:3]) + 0.5
+
+
+def test_verl_example_dataset_rows_score_as_the_batch_manager_reads_them(verl_env):
+    import importlib.util
+
+    from live_service import REPO
+
+    spec = importlib.util.spec_from_file_location("verl_rows", REPO / "examples" / "verl" / "make_dataset.py")
+    rows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rows)
+    answers = ["48 + 24 = \\boxed{72}", "The answer is (B)."]
+    scores = verl.compute_score_batch(
+        data_sources=[r["data_source"] for r in rows.rows], solution_strs=answers,
+        ground_truths=[r["reward_model"]["ground_truth"] for r in rows.rows],
+        extra_infos=[r["extra_info"] for r in rows.rows])
+    assert scores == [1.0, 1.0]
