@@ -248,6 +248,7 @@ def _memory_message(stderr):
 
 def session(req):
     lim = req["limits"]
+    oom_before = oom_kills()
     run_dir = os.path.join(WORK_ROOT, "run-%s" % req["id"])
     os.mkdir(run_dir, 0o700)
     files = req.pop("files")
@@ -271,14 +272,14 @@ def session(req):
             text = (cc["stderr"] + cc["stdout"]).decode("utf-8", "replace")
             why = "compiler timed out" if cc["timed_out"] else "compilation failed"
             return {"status": "compile_error", "exit_code": cc["exit_code"], "detail": why,
-                    "compile_output": text[-COMPILE_OUTPUT_CHARS:], "wall": cc["wall"], "cpu": cc["cpu"]}
+                    "compile_output": text[-COMPILE_OUTPUT_CHARS:], "wall": cc["wall"], "cpu": cc["cpu"],
+                    "oom": (oom_kills() or 0) > (oom_before or 0)}
         cmd = ["./main"]
     else:
         with open(os.path.join(run_dir, "main.py"), "w") as f:
             f.write(req["source"])
         cmd = ["python3", "-I", "main.py"]
 
-    oom_before = oom_kills()
     r = spawn(cmd + req["argv"], stdin=stdin, wall_s=lim["wall_time_s"],
               cpu_s=lim["cpu_time_s"], out_cap=lim["output_bytes"], **common)
     stdin.close()
