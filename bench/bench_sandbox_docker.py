@@ -3,8 +3,9 @@
 Also times a bare ``docker exec`` of the program into a warm container (no
 files, no cleanup): the floor of any exec-per-run design, which the backend
 avoids by talking to a resident supervisor (PID 1) over the attached stdio.
-The bare subprocess is the host's own Python, whose start-up (site-packages)
-may well be slower than the container's minimal one.
+The bare subprocess runs the host's own Python, whose start-up (site-packages)
+may be slower than the container's minimal one; /usr/bin/python3, when
+present, is timed too as the fairer comparison.
 
     python3 bench/bench_sandbox_docker.py [--runs N]
 
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sandbox.docker import SANDBOX_USER, DockerConfig, DockerSandbox  # noqa: E402
 
 PROGRAM = "print(sum(range(10)))"
+SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
 def timed(fn: Callable[[], object], runs: int) -> list[float]:
@@ -39,8 +41,10 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
     return out
 
 
-def bare_subprocess() -> None:
-    subprocess.run([sys.executable, "-I", "-c", PROGRAM], check=True, capture_output=True)
+def bare_subprocess(python: str) -> Callable[[], None]:
+    def go() -> None:
+        subprocess.run([python, "-I", "-c", PROGRAM], check=True, capture_output=True)
+    return go
 
 
 def docker_run_rm(image: str) -> Callable[[], None]:
@@ -101,11 +105,14 @@ def main() -> None:
     sb.check()
     try:
         results = {
-            "bare subprocess (no isolation)": timed(bare_subprocess, args.runs),
+            "bare subprocess (no isolation)": timed(bare_subprocess(sys.executable), args.runs),
             "docker sandbox, warm pool": timed(warm_pool(sb), args.runs),
             "exec-per-run floor (bare exec)": timed(bare_exec(sb), args.runs),
             "docker run --rm": timed(docker_run_rm(sb.config.image), max(5, args.runs // 3)),
         }
+        if SYSTEM_PYTHON.exists() and SYSTEM_PYTHON.resolve() != Path(sys.executable).resolve():
+            # Closer to the container's interpreter: a distribution Python without a big site-packages.
+            results["bare subprocess, system python3"] = timed(bare_subprocess(str(SYSTEM_PYTHON)), args.runs)
         rate = throughput(sb, args.runs)
     finally:
         sb.close()
