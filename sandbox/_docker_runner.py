@@ -350,10 +350,14 @@ def serve():
         body = read_exactly(inp, struct.unpack(">I", header)[0])
         if body is None:
             return
-        req = json.loads(body)
-        del body
-        answer = json.dumps(handle(req)).encode()
-        del req
+        try:
+            req = json.loads(body)
+            del body
+            answer = json.dumps(handle(req)).encode()
+            del req
+        except Exception as e:  # noqa: BLE001 - PID 1 must answer, never die: the host retires us
+            answer = json.dumps({"status": "sandbox_error", "clean": False,
+                                 "detail": "runner: %s: %s" % (type(e).__name__, e)}).encode()
         out.write(struct.pack(">I", len(answer)) + answer)
         out.flush()
 
