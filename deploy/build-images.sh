@@ -90,7 +90,7 @@ if needs_build "$SERVICE_IMAGE"; then
     fi
     ctx="$WORK/service"
     mkdir -p "$ctx/src"
-    cp "$HERE/service/Dockerfile" "$ctx/"
+    cp "$HERE/service/Dockerfile" "$HERE/service/entrypoint.sh" "$ctx/"
     # Build from a copy so the checkout gets no build/ or *.egg-info.
     parts=(pyproject.toml reward_service verifiers sandbox)
     [ -f "$REPO/README.md" ] && parts+=(README.md)
