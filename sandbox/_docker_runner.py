@@ -28,6 +28,8 @@ SCRATCH = ("/dev/shm", "/dev/mqueue")  # writable outside /work: wiped too
 COMPILE_OUTPUT_CHARS = 4000
 COMPILE_OUTPUT_BYTES = 64 << 10
 PATH = "/usr/local/bin:/usr/bin:/bin"
+PR_SET_DUMPABLE = 4
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _read_counter(paths, key):
@@ -77,6 +79,8 @@ def _limits_setter(cpu_s, fsize_mb, nofile):
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_mb << 20, fsize_mb << 20))
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # Undo the inherited non-dumpable flag first: it makes /proc/self root-owned.
+        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         try:  # the program, never this server, is the OOM killer's first choice
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")
@@ -188,11 +192,10 @@ def kill_everything_else():
 
 def remove_sysv_ipc():
     """Shared memory, semaphores and message queues outlive processes: drop them all."""
-    libc = ctypes.CDLL(None, use_errno=True)
     ipc_rmid = 0
-    for table, remove in (("shm", lambda i: libc.shmctl(i, ipc_rmid, None)),
-                          ("sem", lambda i: libc.semctl(i, 0, ipc_rmid)),
-                          ("msg", lambda i: libc.msgctl(i, ipc_rmid, None))):
+    for table, remove in (("shm", lambda i: _libc.shmctl(i, ipc_rmid, None)),
+                          ("sem", lambda i: _libc.semctl(i, 0, ipc_rmid)),
+                          ("msg", lambda i: _libc.msgctl(i, ipc_rmid, None))):
         try:
             with open("/proc/sysvipc/" + table) as f:
                 rows = f.read().splitlines()[1:]
@@ -336,7 +339,7 @@ def serve():
     global _wakeup_r
     # Not dumpable: the program (same uid) can't ptrace us or open our
     # /proc/1/fd/* to read requests or forge answers.
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     _wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)
     os.set_blocking(_wakeup_r, False)

@@ -226,6 +226,30 @@ def test_a_setsid_daemon_does_not_survive_into_the_next_run(sandbox):
     assert second.stdout == b"[] True []\n", second
 
 
+def test_sysv_shared_memory_does_not_survive_into_the_next_run(sandbox):
+    make = ("import ctypes\n"
+            "libc = ctypes.CDLL(None)\n"
+            "print(libc.shmget(0, 4096, 0o1600) >= 0)\n")  # IPC_PRIVATE, IPC_CREAT | 0600
+    first = run_py(sandbox, make)
+    assert first.stdout == b"True\n", first
+    second = run_py(sandbox, "print(open('/proc/sysvipc/shm').read().splitlines()[1:])")
+    assert second.extra["container"] == first.extra["container"]
+    assert second.stdout == b"[]\n", second
+
+
+def test_the_program_cannot_read_the_supervisors_memory_or_descriptors(sandbox):
+    probe = (
+        "for path in ('/proc/1/fd/0', '/proc/1/fd/1', '/proc/1/mem', '/proc/1/environ'):\n"
+        "    try:\n"
+        "        open(path, 'rb').read(1)\n"
+        "        print(path, 'readable')\n"
+        "    except OSError:\n"
+        "        print(path, 'denied')\n"
+    )
+    r = run_py(sandbox, probe)
+    assert r.stdout.decode().split() == ["/proc/1/fd/0", "denied", "/proc/1/fd/1", "denied",
+                                         "/proc/1/mem", "denied", "/proc/1/environ", "denied"]
+
 def test_killing_every_process_from_inside_does_not_break_the_pool(sandbox):
     kill_all = (
         "import os, signal, time\n"
