@@ -53,6 +53,10 @@ def test_check_names_the_build_script_when_the_image_is_missing(sandbox):
         DockerSandbox(DockerConfig(image="reward-service-no-such-image:nope", pool_size=1)).check()
 
 
+def test_check_refuses_a_runtime_the_engine_does_not_know(sandbox):
+    with pytest.raises(SandboxUnavailable, match="REWARD_SERVICE_DOCKER_RUNTIME"):
+        DockerSandbox(DockerConfig(runtime="no-such-runtime", pool_size=1)).check()
+
 # -- ordinary programs -------------------------------------------------------
 
 def test_python_reads_stdin_and_writes_stdout(sandbox):
@@ -88,6 +92,11 @@ def test_python_exception_is_a_runtime_error_with_its_traceback(sandbox):
     assert b"ValueError: boom" in r.stderr
 
 
+def test_cpp_crash_is_a_runtime_error_with_the_signal(sandbox):
+    r = sandbox.run("cpp", "int main() { volatile int *p = nullptr; *p = 1; }\n", limits=FAST)
+    assert r.status == RunStatus.runtime_error, r
+    assert r.exit_code == -11
+
 # -- limits ------------------------------------------------------------------
 
 def test_cpu_spin_ignoring_sigterm_times_out(sandbox):
@@ -109,6 +118,13 @@ def test_memory_bomb_is_a_memory_limit(sandbox):
     r = run_py(sandbox, bomb, limits=Limits(wall_time_s=10, cpu_time_s=10, memory_mb=128))
     assert r.status == RunStatus.memory_limit, r
 
+
+def test_cpp_memory_bomb_is_a_memory_limit(sandbox):
+    bomb = ("#include <cstring>\n#include <vector>\n"
+            "int main() { std::vector<char*> v; for (;;) { char *p = new char[1 << 24];"
+            " std::memset(p, 1, 1 << 24); v.push_back(p); } }\n")
+    r = sandbox.run("cpp", bomb, limits=Limits(wall_time_s=10, cpu_time_s=10, memory_mb=128))
+    assert r.status == RunStatus.memory_limit, r
 
 def test_memory_limit_can_be_raised_above_the_containers_starting_budget(sandbox):
     hog = "x = bytearray(700 << 20)\nprint(len(x) >> 20)"
