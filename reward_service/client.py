@@ -345,7 +345,7 @@ class RewardClient:
     def close(self) -> None:
         with self._lock:
             runner, self._runner = self._runner, None
-        if runner is not None:
+        if runner is not None and runner.pid == os.getpid():  # a forked child has no loop thread to ask
             runner.run(self._async.aclose())
             if self._finalizer is not None:
                 self._finalizer()

@@ -137,6 +137,27 @@ async def test_sync_client_works_inside_a_running_event_loop(client):
     assert client.score_one("math", "\\boxed{3}", "3").reward == 1.0
 
 
+def _score_in_child(client, queue):
+    queue.put(client.score_one("math", "\\boxed{8}", "8").reward)
+
+
+def test_sync_client_keeps_working_in_a_forked_child(client):
+    # verl's reward workers and dataloaders fork after the client exists; the
+    # parent's loop thread is not in the child, so the client must start its own.
+    import multiprocessing
+
+    client.score_one("math", "\\boxed{1}", "1")  # the parent's loop thread is running now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_score_in_child, args=(client, queue))
+    child.start()
+    try:
+        assert queue.get(timeout=30) == 1.0
+    finally:
+        child.join(timeout=30)
+    assert child.exitcode == 0
+
+
 # -- retries, against a scripted server -----------------------------------------------
 
 
