@@ -6,6 +6,7 @@ deploy/sandbox/build-image.sh).
 """
 from __future__ import annotations
 
+import dataclasses
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,9 +18,14 @@ from sandbox.types import Limits, RunStatus, SandboxUnavailable
 FAST = Limits(wall_time_s=3, cpu_time_s=2)
 
 
+def _config(pool_size: int) -> DockerConfig:
+    """The configured image and runtime (REWARD_SERVICE_* env), with a test-sized pool."""
+    return dataclasses.replace(DockerConfig.from_env(), pool_size=pool_size)
+
+
 def _engine_problem() -> str | None:
     try:
-        DockerSandbox(DockerConfig(pool_size=1)).check()
+        DockerSandbox(_config(1)).check()
     except SandboxUnavailable as e:
         return str(e)
     return None
@@ -31,7 +37,7 @@ def sandbox():
     if problem:
         pytest.skip(f"docker sandbox unavailable: {problem}")
     # One container: consecutive runs provably share it.
-    sb = DockerSandbox(DockerConfig(pool_size=1))
+    sb = DockerSandbox(_config(1))
     yield sb
     sb.close()
 
@@ -56,6 +62,7 @@ def test_check_names_the_build_script_when_the_image_is_missing(sandbox):
 def test_check_refuses_a_runtime_the_engine_does_not_know(sandbox):
     with pytest.raises(SandboxUnavailable, match="REWARD_SERVICE_DOCKER_RUNTIME"):
         DockerSandbox(DockerConfig(runtime="no-such-runtime", pool_size=1)).check()
+
 
 # -- ordinary programs -------------------------------------------------------
 
@@ -96,6 +103,7 @@ def test_cpp_crash_is_a_runtime_error_with_the_signal(sandbox):
     r = sandbox.run("cpp", "int main() { volatile int *p = nullptr; *p = 1; }\n", limits=FAST)
     assert r.status == RunStatus.runtime_error, r
     assert r.exit_code == -11
+
 
 # -- limits ------------------------------------------------------------------
 
@@ -352,7 +360,7 @@ def test_concurrent_runs_from_several_threads_each_get_their_own_answer():
     problem = _engine_problem()
     if problem:
         pytest.skip(f"docker sandbox unavailable: {problem}")
-    sb = DockerSandbox(DockerConfig(pool_size=2))
+    sb = DockerSandbox(_config(2))
     try:
         with ThreadPoolExecutor(4) as ex:
             results = list(ex.map(lambda i: sb.run("python", "print(input() * 2)", stdin=f"{i}\n".encode(),
