@@ -1,0 +1,56 @@
+"""The `mcq` task: reading the final choice."""
+import pytest
+
+import verifiers
+
+
+def score(completion, gold, **options):
+    return verifiers.score("mcq", completion, gold, options)
+
+
+@pytest.mark.parametrize("completion", [
+    r"\boxed{C}", r"\boxed{\text{(C)}}", "Answer: C", "The correct answer is (C).", "**Answer: C**",
+    "I'd go with (C)", "Final answer: C",
+])
+def test_reads_the_choice(completion):
+    assert score(completion, "C").reward == 1.0
+
+
+def test_wrong_choice_scores_zero():
+    v = score("Answer: B", "C")
+    assert (v.reward, v.detail["extracted"]) == (0.0, "B")
+
+
+def test_last_stated_answer_wins():
+    assert score("Answer: A ... on reflection, Answer: C", "C").reward == 1.0
+
+
+def test_several_letters_earn_nothing():
+    v = score("Answer: A or C", "C")
+    assert v.reward == 0.0 and v.detail["reason"] == "several choices given"
+
+
+def test_several_boxed_letters_earn_nothing():
+    assert score(r"\boxed{A, C}", "C").reward == 0.0
+
+
+def test_choice_text_is_recognised():
+    gt = {"answer": "B", "choices": ["London", "Paris", "Rome"]}
+    assert score("So it must be Paris", gt).reward == 1.0
+
+
+def test_lowercase_article_is_not_a_choice():
+    assert score("the answer is a bit unclear", "A").reward == 0.0
+
+
+def test_thinking_is_ignored():
+    assert score("<think>Answer: C</think>Answer: B", "C").reward == 0.0
+
+
+def test_gold_in_parentheses_accepted():
+    assert score("Answer: D", "(D)").reward == 1.0
+
+
+@pytest.mark.parametrize("gold", ["K", "", 3, {"choices": ["a"]}, {"answer": "C", "choices": ["a", "b"]}])
+def test_unusable_gold_is_invalid(gold):
+    assert score("Answer: C", gold).status == "invalid"
