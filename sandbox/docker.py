@@ -21,7 +21,6 @@ import base64
 import json
 import logging
 import os
-import queue
 import socket
 import struct
 import threading
@@ -29,12 +28,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Mapping
+from typing import Mapping
 
 import docker
 from docker.types import Ulimit
 
 from sandbox.base import LANGUAGES, Sandbox
+from sandbox.docker_pool import WarmPool
 from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ MEMORY_OVERHEAD_MB = 32
 COMPILE_TIME_S = 30.0
 NOFILE = 256
 GRACE_S = 5.0  # runner start + cleanup, on top of the limits, before the host steps in
-ACQUIRE_TIMEOUT_S = 120.0
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
@@ -96,106 +95,6 @@ class _Warm:
     frames: bytearray = field(default_factory=bytearray)  # undecoded attach-stream bytes
     out: bytearray = field(default_factory=bytearray)  # runner stdout not yet consumed
     err: bytearray = field(default_factory=bytearray)  # runner stderr, last few KB
-
-
-class _Pool:
-    """At most ``size`` containers; idle ones wait in a queue, broken ones are replaced in the background."""
-
-    def __init__(self, size: int, create: Callable[[], _Warm], destroy: Callable[[_Warm], None]) -> None:
-        self._size = size
-        self._create = create
-        self._destroy = destroy
-        self._idle: queue.SimpleQueue[_Warm] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._count = 0  # existing or starting
-        self._all: dict[str, _Warm] = {}
-        self._closed = False
-
-    def warm_up(self) -> None:
-        while self._reserve():
-            threading.Thread(target=self._start_into_idle, daemon=True, name="docker-sandbox-warm").start()
-
-    def acquire(self, timeout: float = ACQUIRE_TIMEOUT_S) -> _Warm:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self._idle.get_nowait()
-            except queue.Empty:
-                pass
-            if self._reserve():
-                try:
-                    warm = self._create()
-                except BaseException:
-                    self._unreserve()
-                    raise
-                if self._track(warm):
-                    return warm
-                raise TimeoutError("the sandbox pool was closed")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no sandbox container became free within {timeout:.0f}s")
-            try:  # short waits: a failed background replacement frees a slot to grow into
-                return self._idle.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-
-    def release(self, warm: _Warm) -> None:
-        if self._closed:
-            self.discard(warm, replace=False)
-        else:
-            self._idle.put(warm)
-
-    def discard(self, warm: _Warm, replace: bool = True) -> None:
-        with self._lock:
-            self._all.pop(warm.id, None)
-            self._count -= 1
-        threading.Thread(target=self._destroy_quietly, args=(warm,), daemon=True, name="docker-sandbox-rm").start()
-        if replace and not self._closed:
-            self.warm_up()
-
-    def close(self) -> list[_Warm]:
-        with self._lock:
-            self._closed = True
-            everything = list(self._all.values())
-            self._all.clear()
-            self._count = 0
-        return everything
-
-    def _reserve(self) -> bool:
-        with self._lock:
-            if self._closed or self._count >= self._size:
-                return False
-            self._count += 1
-            return True
-
-    def _unreserve(self) -> None:
-        with self._lock:
-            self._count -= 1
-
-    def _track(self, warm: _Warm) -> bool:
-        """Adopt a new container; one finished after close() is removed instead of leaking."""
-        with self._lock:
-            if not self._closed:
-                self._all[warm.id] = warm
-                return True
-        self._destroy_quietly(warm)
-        return False
-
-    def _start_into_idle(self) -> None:
-        try:
-            warm = self._create()
-        except Exception:  # noqa: BLE001 - the next acquire grows into the freed slot
-            log.exception("could not start a warm sandbox container")
-            self._unreserve()
-            return
-        if self._track(warm):
-            self._idle.put(warm)
-
-    def _destroy_quietly(self, warm: _Warm) -> None:
-        try:
-            self._destroy(warm)
-        except Exception:  # noqa: BLE001
-            log.warning("could not remove sandbox container %s", warm.id[:12], exc_info=True)
 
 
 def _take_frames(warm: _Warm) -> None:
@@ -245,7 +144,7 @@ class DockerSandbox(Sandbox):
         self.config = config or DockerConfig.from_env()
         self._lock = threading.Lock()
         self._client = None
-        self._pool: _Pool | None = None
+        self._pool: WarmPool[_Warm] | None = None
         self._pid = os.getpid()
         atexit.register(self.close)
 
@@ -351,7 +250,7 @@ class DockerSandbox(Sandbox):
             except Exception:  # noqa: BLE001
                 pass
 
-    def _get_pool(self) -> _Pool:
+    def _get_pool(self) -> WarmPool[_Warm]:
         with self._lock:
             if self._pool is not None and self._pid != os.getpid():
                 # A forked child must not share its parent's containers.
@@ -359,7 +258,7 @@ class DockerSandbox(Sandbox):
             if self._pool is None:
                 self.check()
                 self._remove_orphans()
-                self._pool = _Pool(self.config.pool_size, self._create, self._destroy)
+                self._pool = WarmPool(self.config.pool_size, self._create, self._destroy, key=lambda w: w.id)
                 self._pool.warm_up()
             return self._pool
 
