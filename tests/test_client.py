@@ -19,11 +19,13 @@ from reward_service.models import Item, Result, TaskInfo
 
 KEY = "test-key"
 MAX_ITEMS = 50
+MAX_BODY_MB = 1
 
 
 @pytest.fixture(scope="module")
 def service_url():
-    with running_service(api_key=KEY, REWARD_SERVICE_MAX_ITEMS=str(MAX_ITEMS)) as url:
+    with running_service(api_key=KEY, REWARD_SERVICE_MAX_ITEMS=str(MAX_ITEMS),
+                         REWARD_SERVICE_MAX_BODY_MB=str(MAX_BODY_MB)) as url:
         yield url
 
 
@@ -93,6 +95,12 @@ def test_chunk_over_the_server_item_limit_raises_request_too_large(service_url):
     with RewardClient(service_url, KEY, chunk_size=MAX_ITEMS + 1) as c, pytest.raises(RequestTooLarge) as e:
         c.score(math_items(MAX_ITEMS + 1))
     assert e.value.status_code == 413
+
+
+def test_body_over_the_server_size_limit_raises_request_too_large(client):
+    with pytest.raises(RequestTooLarge) as e:
+        client.score_one("math", "x" * (2 * MAX_BODY_MB << 20), "1")
+    assert "MAX_BODY_MB" in str(e.value.detail)
 
 
 def test_chunking_keeps_a_large_batch_under_the_server_item_limit(service_url):
