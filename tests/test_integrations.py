@@ -63,6 +63,28 @@ def test_verl_compute_score_batch_matches_what_batch_reward_manager_passes():
     assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def test_verl_loads_our_file_and_calls_it_as_the_batch_manager_does(verl_env):
+    # verl/trainer/ppo/reward.py get_custom_reward_fn: the file is executed as module
+    # "custom_module", the named function wrapped so reward_kwargs are merged into each
+    # call; BatchRewardManager.verify then calls it by keyword.
+    import functools
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("custom_module", verl.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    raw_fn = getattr(module, "compute_score_batch")
+    reward_kwargs = dict({"return_dict": True})
+
+    def _call_with_kwargs(raw_fn, extra_kwargs, *args, **kwargs):
+        return raw_fn(*args, **{**kwargs, **extra_kwargs})
+
+    compute_score = functools.partial(_call_with_kwargs, raw_fn, reward_kwargs)
+    scores = compute_score(data_sources=["openai/gsm8k", "openai/gsm8k"], solution_strs=["\\boxed{3}", "\\boxed{4}"],
+                           ground_truths=["3", "3"], extra_infos=[None, None])
+    assert [s["score"] for s in scores] == [1.0, 0.0]
+
+
 def test_verl_compute_score_rewards_a_correct_gsm8k_answer(verl_env):
     score = verl.compute_score(data_source="openai/gsm8k", solution_str="48 + 24 = 72, so \\boxed{72}",
                                ground_truth="72", extra_info={"split": "train", "index": 0})
