@@ -121,7 +121,8 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
         except OSError:
             pass
 
-    while len(sel.get_map()) > 1:
+    # Until the program exits, even if it closed its pipes, and then until the pipes drain.
+    while exited_at is None or len(sel.get_map()) > 1:
         now = time.monotonic()
         if exited_at is None:
             reap()
@@ -142,7 +143,7 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
                 os.read(_wakeup_r, 4096)
                 continue
             chunk = os.read(key.fd, 65536)
-            if not chunk:
+            if not chunk:  # EOF
                 sel.unregister(key.fileobj)
                 continue
             buf = bufs[key.fileobj]

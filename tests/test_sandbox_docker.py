@@ -121,6 +121,12 @@ def test_sleeping_forever_times_out_on_the_wall_clock(sandbox):
     assert r.wall_time_s < 3
 
 
+def test_closing_its_output_does_not_let_a_program_escape_the_wall_clock(sandbox):
+    r = run_py(sandbox, "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(3600)",
+               limits=Limits(wall_time_s=1, cpu_time_s=1))
+    assert r.status == RunStatus.timeout, r
+    assert "outside" not in r.detail  # the supervisor's own clock caught it
+
 def test_memory_bomb_is_a_memory_limit(sandbox):
     bomb = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))"
     r = run_py(sandbox, bomb, limits=Limits(wall_time_s=10, cpu_time_s=10, memory_mb=128))
