@@ -114,7 +114,11 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _parse_results(response: httpx.Response, expected: int) -> list[Result]:
-    parsed = ScoreResponse.model_validate(response.json())
+    try:
+        parsed = ScoreResponse.model_validate(response.json())
+    except ValueError as e:  # not JSON, or not a ScoreResponse (a proxy's error page, a wrong URL)
+        raise RewardServiceError(f"unexpected answer from {response.request.url}: {e}",
+                                 status_code=response.status_code) from e
     if len(parsed.results) != expected:
         raise RewardServiceError(
             f"service returned {len(parsed.results)} results for {expected} items", status_code=response.status_code
@@ -174,7 +178,15 @@ class AsyncRewardClient:
             async with gate:
                 return await self._score_chunk(chunk, timeout_s)
 
-        parts = await asyncio.gather(*(one(c) for c in chunks))
+        tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            # One chunk failed (e.g. 401): the batch is lost, so stop sending the rest.
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return [r for part in parts for r in part]
 
     async def score_one(

@@ -223,6 +223,19 @@ def test_api_key_is_sent_as_bearer_token():
     assert headers["authorization"] == "Bearer s3cret"
 
 
+def test_answer_that_is_not_a_score_response_is_a_service_error():
+    with ScriptedServer([(200, {"hello": "proxy"})]) as srv, fast(srv.url) as c:
+        with pytest.raises(RewardServiceError, match="unexpected answer"):
+            c.score(math_items(1))
+
+
+def test_a_failing_chunk_stops_the_batch_with_that_error():
+    with ScriptedServer([(200, echo_results), (401, {"detail": "no"})]) as srv:
+        with RewardClient(srv.url, chunk_size=1, max_concurrency=1) as c, pytest.raises(AuthError):
+            c.score(math_items(5))
+    assert len(srv.requests) == 2  # chunks after the failure were not sent
+
+
 def test_result_count_mismatch_is_an_error():
     def one_result_short(body):
         answer = echo_results(body)
