@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import lru_cache
 from typing import Any, Literal
 
 import sympy
@@ -67,9 +68,15 @@ _LATEX_DELIMS = ("$", "\\[", "\\(", "\\boxed", "\\fbox")
 _CONFIG = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
 
 
-def _parse_gold(gold: str, timeout: int | None) -> list:
-    text = gold if any(d in gold for d in _LATEX_DELIMS) else "\\boxed{" + gold + "}"
+# GRPO samples many completions per prompt: they share the gold answer and
+# often reach the same final answer, so parses are cached per worker.
+@lru_cache(maxsize=8192)
+def _parse_latex(text: str, timeout: int | None) -> list:
     return parse(text, extraction_config=_CONFIG, parsing_timeout=timeout)
+
+
+def _parse_gold(gold: str, timeout: int | None) -> list:
+    return _parse_latex(gold if any(d in gold for d in _LATEX_DELIMS) else "\\boxed{" + gold + "}", timeout)
 
 
 def _lists_candidates(parsed: list) -> bool:
@@ -129,7 +136,7 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
     if answer is not None and len(answer) > MAX_ANSWER_CHARS:
         return Verdict(0.0, "ok", {"reason": f"answer longer than {MAX_ANSWER_CHARS} characters", "source": source})
     if answer is not None:
-        pred = parse("\\boxed{" + answer + "}", extraction_config=_CONFIG, parsing_timeout=parse_timeout)
+        pred = _parse_latex("\\boxed{" + answer + "}", parse_timeout)
     else:
         tail = response[-4 * MAX_ANSWER_CHARS:]
         pred = parse(tail, parsing_timeout=parse_timeout)
@@ -145,8 +152,7 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
         if source == "boxed" and len(boxes) > 1 and _multi_valued(gold_parsed):
             # A multi-valued gold answer may be given one box per value.
             answer = ", ".join(boxes)
-            pred_for_gold = parse("\\boxed{" + answer + "}", extraction_config=_CONFIG,
-                                  parsing_timeout=parse_timeout)
+            pred_for_gold = _parse_latex("\\boxed{" + answer + "}", parse_timeout)
         # Listing several candidates must not hit a single-valued gold answer.
         elif _lists_candidates(pred) and not _multi_valued(gold_parsed):
             continue
