@@ -213,16 +213,18 @@ def remove_sysv_ipc():
     return True
 
 
-def _force_writable(func, path, _exc):
-    try:
-        os.chmod(os.path.dirname(path), 0o700)
-        if os.path.isdir(path) and not os.path.islink(path):
+def _unlock(top):
+    """Give every directory under top back its owner's rwx (programs chmod 000 to jam
+    the cleanup); iterative, so depth costs no recursion."""
+    stack = [top]
+    while stack:
+        path = stack.pop()
+        try:
             os.chmod(path, 0o700)
-            shutil.rmtree(path, onerror=lambda *a: None)
-        else:
-            func(path)
-    except OSError:
-        pass
+            with os.scandir(path) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            pass
 
 
 def wipe(root):
@@ -233,7 +235,8 @@ def wipe(root):
     for name in names:
         path = os.path.join(root, name)
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, onerror=_force_writable)
+            _unlock(path)
+            shutil.rmtree(path, ignore_errors=True)
         else:
             try:
                 os.unlink(path)

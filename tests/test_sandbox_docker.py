@@ -256,6 +256,24 @@ def test_a_setsid_daemon_does_not_survive_into_the_next_run(sandbox):
     assert second.stdout == b"[] True []\n", second
 
 
+def test_unreadable_directories_and_links_left_behind_are_still_wiped(sandbox):
+    jam = (
+        "import os\n"
+        "os.makedirs('d/e/f')\n"
+        "open('d/e/f/x', 'w').write('x')\n"
+        "os.chmod('d/e', 0)\n"
+        "os.chmod('d', 0o100)\n"
+        "os.symlink('/', '/work/root-link')\n"
+        "os.mkfifo('/work/fifo')\n"
+        "os.makedirs('/dev/shm/a/b')\n"
+        "os.chmod('/dev/shm/a', 0)\n"
+    )
+    first = run_py(sandbox, jam)
+    assert first.status == RunStatus.ok, first
+    second = run_py(sandbox, LOOK_AROUND)
+    assert second.stdout == b"[] True []\n", second
+    assert second.extra["container"] == first.extra["container"]  # cleaned, not replaced
+
 def test_sysv_shared_memory_does_not_survive_into_the_next_run(sandbox):
     make = ("import ctypes\n"
             "libc = ctypes.CDLL(None)\n"
