@@ -5,7 +5,9 @@
 #
 #   deploy/build-images.sh [--force] [--standins]
 #
-#   --force     rebuild images that already exist
+#   --force     rebuild images even if they match the checkout (each image is
+#               labelled with a hash of its sources and the base image, and
+#               rebuilt only when that changes)
 #   --standins  also build local stand-ins for the redis and prometheus images
 #               (for machines that can't pull the upstream ones; see
 #               deploy/standins/)
@@ -54,8 +56,18 @@ trap 'rm -rf "$WORK"' EXIT
 # apt-get download drops privileges to _apt, which must be able to write here.
 chmod 755 "$WORK"
 
-needs_build() {
-    [ "$FORCE" = 1 ] || ! docker image inspect "$1" >/dev/null 2>&1
+# Images carry a hash of what they were built from, so a changed checkout
+# rebuilds them and an unchanged one doesn't.
+LABEL=org.reward-service.source-hash
+
+source_hash() {  # PATH... (relative to the repo)
+    (cd "$REPO" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 2>/dev/null \
+        | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+}
+
+needs_build() {  # IMAGE HASH
+    [ "$FORCE" = 1 ] && return 0
+    [ "$(docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null)" != "$2" ]
 }
 
 fetch_debs() {  # DIR PACKAGE...
@@ -64,13 +76,22 @@ fetch_debs() {  # DIR PACKAGE...
     (cd "$dir" && apt-get download "$@")
 }
 
-build() {  # IMAGE CONTEXT
+build() {  # IMAGE CONTEXT HASH
+    local old_id
+    old_id=$(docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true)
     # The classic builder needs no buildx plugin and never pulls a FROM that is local.
-    DOCKER_BUILDKIT=0 docker build --pull=false --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" "$2"
+    DOCKER_BUILDKIT=0 docker build --pull=false --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+        --label "$LABEL=$3" -t "$1" "$2"
+    # The image this one replaces would otherwise pile up as <none> after each change.
+    if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$1")" ]; then
+        docker rmi "$old_id" >/dev/null 2>&1 || true
+    fi
     echo "built $1"
 }
 
-if needs_build "$SERVICE_IMAGE"; then
+base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+service_hash=$(echo "$base_id $(source_hash pyproject.toml reward_service verifiers sandbox deploy/service)" | sha256sum | cut -c1-16)
+if needs_build "$SERVICE_IMAGE" "$service_hash"; then
     # Wheels built here must fit the image's interpreter, down to the patch
     # level: dependency markers such as python_full_version < "3.11.3" are
     # evaluated by the host's pip. On a Debian bookworm host /usr/bin/python3 fits.
@@ -102,28 +123,30 @@ if needs_build "$SERVICE_IMAGE"; then
     rm -rf "$ctx/src"
     echo "apt-get download: bubblewrap (the process code sandbox)"
     fetch_debs "$ctx/debs" bubblewrap
-    build "$SERVICE_IMAGE" "$ctx"
+    build "$SERVICE_IMAGE" "$ctx" "$service_hash"
 else
-    echo "$SERVICE_IMAGE exists; not rebuilding (use --force to rebuild)"
+    echo "$SERVICE_IMAGE is up to date with the checkout; not rebuilding (use --force to rebuild)"
 fi
 
 if [ "$STANDINS" = 1 ]; then
-    if needs_build "$REDIS_STANDIN_IMAGE"; then
+    redis_hash=$(echo "$base_id $(source_hash deploy/standins/redis)" | sha256sum | cut -c1-16)
+    if needs_build "$REDIS_STANDIN_IMAGE" "$redis_hash"; then
         ctx="$WORK/redis"
         mkdir -p "$ctx"
         cp "$HERE/standins/redis/Dockerfile" "$ctx/"
         # redis-server and what it needs beyond the base image.
         fetch_debs "$ctx/debs" redis-server redis-tools libjemalloc2 liblzf1 lsb-base
-        build "$REDIS_STANDIN_IMAGE" "$ctx"
+        build "$REDIS_STANDIN_IMAGE" "$ctx" "$redis_hash"
     else
         echo "$REDIS_STANDIN_IMAGE exists; not rebuilding"
     fi
-    if needs_build "$PROMETHEUS_STANDIN_IMAGE"; then
+    prometheus_hash=$(echo "$base_id $(source_hash deploy/standins/prometheus)" | sha256sum | cut -c1-16)
+    if needs_build "$PROMETHEUS_STANDIN_IMAGE" "$prometheus_hash"; then
         ctx="$WORK/prometheus"
         mkdir -p "$ctx"
         cp "$HERE/standins/prometheus/Dockerfile" "$ctx/"
         fetch_debs "$ctx/debs" prometheus
-        build "$PROMETHEUS_STANDIN_IMAGE" "$ctx"
+        build "$PROMETHEUS_STANDIN_IMAGE" "$ctx" "$prometheus_hash"
     else
         echo "$PROMETHEUS_STANDIN_IMAGE exists; not rebuilding"
     fi
