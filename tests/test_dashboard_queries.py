@@ -186,6 +186,12 @@ def test_dashboard_latency_panel_asks_for_p50_p95_p99():
     assert [e.split(",")[0] for e in exprs] == [f"histogram_quantile({q}" for q in ("0.5", "0.95", "0.99")]
 
 
+def test_dashboard_panels_use_the_provisioned_datasource():
+    provisioned = (REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    uids = {p["datasource"]["uid"] for p in json.loads(DASHBOARD.read_text())["panels"] if "datasource" in p}
+    assert uids and all(f"uid: {uid}" in provisioned for uid in uids)
+
+
 @pytest.mark.skipif(not os.access(PROMTOOL, os.X_OK), reason="promtool is not installed (apt-get install prometheus)")
 def test_prometheus_config_and_rules_are_valid():
     for args in (["check", "config", str(REPO / "deploy" / "prometheus" / "prometheus.yml")],
