@@ -32,6 +32,7 @@ __all__ = [
     "RewardServiceError",
     "ServiceUnavailable",
     "ValidationFailed",
+    "shared_client",
 ]
 
 ItemLike = Item | Mapping[str, Any]
@@ -379,3 +380,22 @@ class RewardClient:
                 self._finalizer = weakref.finalize(self, _LoopThread.stop, self._runner.loop, self._runner.thread)
             runner = self._runner
         return runner.run(coro)
+
+
+_shared: dict[tuple[int, str, str | None], RewardClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client() -> RewardClient:
+    """The process's client for ``REWARD_SERVICE_URL`` / ``REWARD_SERVICE_API_KEY``.
+
+    For trainer hooks that are plain functions (verl, OpenRLHF): one connection pool
+    per process instead of one per call. Keyed by pid, since trainers fork workers.
+    """
+    url, key = _env_url_and_key()
+    cache_key = (os.getpid(), url, key)
+    with _shared_lock:
+        client = _shared.get(cache_key)
+        if client is None:
+            client = _shared[cache_key] = RewardClient(url, key)
+        return client

@@ -35,7 +35,7 @@ def keyed_url():
 
 
 @pytest.fixture
-def verl_env(monkeypatch, keyed_url):
+def service_env(monkeypatch, keyed_url):
     for name in ("REWARD_SERVICE_TASK_MAP", "REWARD_SERVICE_DEFAULT_TASK", "REWARD_SERVICE_RETURN_DICT",
                  "REWARD_SERVICE_TIMEOUT_S"):
         monkeypatch.delenv(name, raising=False)
@@ -63,7 +63,7 @@ def test_verl_compute_score_batch_matches_what_batch_reward_manager_passes():
     assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def test_verl_loads_our_file_and_calls_it_as_the_batch_manager_does(verl_env):
+def test_verl_loads_our_file_and_calls_it_as_the_batch_manager_does(service_env):
     # verl/trainer/ppo/reward.py get_custom_reward_fn: the file is executed as module
     # "custom_module", the named function wrapped so reward_kwargs are merged into each
     # call; BatchRewardManager.verify then calls it by keyword.
@@ -85,17 +85,17 @@ def test_verl_loads_our_file_and_calls_it_as_the_batch_manager_does(verl_env):
     assert [s["score"] for s in scores] == [1.0, 0.0]
 
 
-def test_verl_compute_score_rewards_a_correct_gsm8k_answer(verl_env):
+def test_verl_compute_score_rewards_a_correct_gsm8k_answer(service_env):
     score = verl.compute_score(data_source="openai/gsm8k", solution_str="48 + 24 = 72, so \\boxed{72}",
                                ground_truth="72", extra_info={"split": "train", "index": 0})
     assert score == 1.0
 
 
-def test_verl_compute_score_gives_nothing_for_a_wrong_answer(verl_env):
+def test_verl_compute_score_gives_nothing_for_a_wrong_answer(service_env):
     assert verl.compute_score("lighteval/MATH", "\\boxed{\\frac{1}{3}}", "\\frac{1}{2}") == 0.0
 
 
-def test_verl_batch_scores_mixed_sources_in_order_as_the_batch_manager_hands_them(verl_env):
+def test_verl_batch_scores_mixed_sources_in_order_as_the_batch_manager_hands_them(service_env):
     np = pytest.importorskip("numpy")
     # verl's non_tensor_batch holds numpy object arrays.
     data_sources = np.array(["openai/gsm8k", "Idavidrein/gpqa", "aime2024", "Idavidrein/gpqa"], dtype=object)
@@ -107,7 +107,7 @@ def test_verl_batch_scores_mixed_sources_in_order_as_the_batch_manager_hands_the
     assert scores == [1.0, 1.0, 0.0, 0.0]
 
 
-def test_verl_batch_is_one_request_for_a_training_step(verl_env, monkeypatch):
+def test_verl_batch_is_one_request_for_a_training_step(service_env, monkeypatch):
     sent = []
     real = RewardClient.score
 
@@ -120,7 +120,7 @@ def test_verl_batch_is_one_request_for_a_training_step(verl_env, monkeypatch):
     assert sent == [8]
 
 
-def test_verl_return_dict_gives_the_same_numeric_keys_on_every_row(verl_env):
+def test_verl_return_dict_gives_the_same_numeric_keys_on_every_row(service_env):
     rows = verl.compute_score_batch(["openai/gsm8k", "openai/gsm8k"], ["\\boxed{2}", "no answer"], ["2", "3"],
                                     [None, None], return_dict=True)
     assert rows[0]["score"] == 1.0 and rows[1]["score"] == 0.0
@@ -128,16 +128,16 @@ def test_verl_return_dict_gives_the_same_numeric_keys_on_every_row(verl_env):
     assert all(isinstance(v, float) for row in rows for v in row.values())
 
 
-def test_verl_return_dict_can_be_switched_on_by_environment(verl_env, monkeypatch):
+def test_verl_return_dict_can_be_switched_on_by_environment(service_env, monkeypatch):
     monkeypatch.setenv("REWARD_SERVICE_RETURN_DICT", "1")
     assert verl.compute_score("openai/gsm8k", "\\boxed{5}", "5")["score"] == 1.0
 
 
-def test_verl_extra_info_task_overrides_the_data_source_mapping(verl_env):
+def test_verl_extra_info_task_overrides_the_data_source_mapping(service_env):
     assert verl.compute_score("openai/gsm8k", "The answer is (D).", "D", {"task": "mcq"}) == 1.0
 
 
-def test_verl_reward_options_reach_the_task(verl_env):
+def test_verl_reward_options_reach_the_task(service_env):
     row = verl.compute_score("openai/gsm8k", "\\boxed{5}", "5", {"reward_options": {"no_such_option": 1}},
                              return_dict=True)
     assert row["status_ok"] == 0.0  # the math task rejected the unknown option, so it was sent
@@ -240,6 +240,26 @@ def test_openrlhf_route_is_behind_the_api_key_like_score(keyed_url):
     assert httpx.post(f"{keyed_url}/openrlhf", json=body).status_code == 401
     ok = httpx.post(f"{keyed_url}/openrlhf", json=body, headers={"Authorization": f"Bearer {KEY}"})
     assert ok.json()["rewards"] == [1.0]
+
+
+def test_openrlhf_reward_func_file_loads_and_scores_as_openrlhf_calls_it(service_env):
+    # openrlhf/utils/remote_rm_utils.py RemoteRewardModel: a --remote_rm_url ending in .py is
+    # loaded with spec_from_file_location("reward_func", path) and called as
+    # reward_func(queries, prompts, labels); the answer's tensors are concatenated across calls.
+    torch = pytest.importorskip("torch")
+    import importlib.util
+
+    from reward_service.integrations import openrlhf_reward_func
+
+    spec = importlib.util.spec_from_file_location("reward_func", openrlhf_reward_func.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.reward_func(["Q: 2+2? \\boxed{4}", "Q: pick. The answer is (C)."], ["Q: 2+2?", "Q: pick."],
+                             ["4", json.dumps({"task": "mcq", "ground_truth": "B"})])
+    assert out["rewards"].tolist() == [1.0, 0.0]
+    assert torch.equal(out["scores"], out["rewards"])
+    assert out["extra_logs"]["prompt_found"].tolist() == [1.0, 1.0]
+    assert torch.cat([out["rewards"], out["rewards"]]).shape == (4,)
 
 
 def test_split_completion_finds_the_prompt_after_a_bos_token():
@@ -382,7 +402,7 @@ def test_grpo_loop_example_learns_from_the_services_rewards(open_url):
     assert statistics.mean(means[-3:]) > statistics.mean(means[:3]) + 0.5
 
 
-def test_verl_example_dataset_rows_score_as_the_batch_manager_reads_them(verl_env):
+def test_verl_example_dataset_rows_score_as_the_batch_manager_reads_them(service_env):
     import importlib.util
 
     from live_service import REPO

@@ -11,8 +11,8 @@ default task (``?task=math`` unless given). Items are scored exactly like ``/sco
 """
 from __future__ import annotations
 
-import inspect
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reward_service.models import Item, ScoreResponse
 
-__all__ = ["OpenRLHFRequest", "OpenRLHFResponse", "router", "split_completion", "parse_label"]
+__all__ = ["OpenRLHFRequest", "OpenRLHFResponse", "build_items", "parse_label", "router", "split_completion"]
 
 router = APIRouter(tags=["integrations"])
 
@@ -75,12 +75,29 @@ def parse_label(label: Any, default_task: str) -> tuple[str, Any, dict[str, Any]
     return default_task, label, None
 
 
+def build_items(
+    queries: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[Any] | None, default_task: str
+) -> tuple[list[Item], list[float]]:
+    """Items to score for OpenRLHF's (queries, prompts, labels), and 1.0/0.0 per query for "prompt found"."""
+    n = len(queries)
+    for name, given in (("prompts", prompts), ("labels", labels)):
+        if given is not None and len(given) != n:
+            raise ValueError(f"{name} has {len(given)} entries for {n} queries")
+    items: list[Item] = []
+    found: list[float] = []
+    for query, prompt, label in zip(queries, prompts or [None] * n, labels if labels is not None else [None] * n):
+        completion, prompt_found = split_completion(query, prompt)
+        task, ground_truth, options = parse_label(label, default_task)
+        items.append(Item(task=task, prompt=prompt, completion=completion, ground_truth=ground_truth, options=options))
+        found.append(float(prompt_found))
+    return items, found
+
+
 async def _score(request: Request, items: list[Item], timeout_s: float | None) -> ScoreResponse:
     scorer = getattr(request.app.state, "scorer", None)
     if scorer is None:
         raise HTTPException(503, "scoring backend not started")
-    outcome = scorer.score(items, timeout_s=timeout_s)
-    return await outcome if inspect.isawaitable(outcome) else outcome
+    return await scorer.score(items, timeout_s)
 
 
 @router.post("/openrlhf", response_model=OpenRLHFResponse, summary="OpenRLHF remote reward protocol")
@@ -95,20 +112,10 @@ async def openrlhf(
     max_items = getattr(settings, "max_items", None)
     if max_items is not None and n > max_items:
         raise HTTPException(413, f"{n} queries; at most {max_items} per request (REWARD_SERVICE_MAX_ITEMS)")
-    for name in ("prompts", "labels"):
-        given = getattr(body, name)
-        if given is not None and len(given) != n:
-            raise HTTPException(422, f"{name} has {len(given)} entries for {n} queries")
-    prompts = body.prompts or [None] * n
-    labels = body.labels if body.labels is not None else [None] * n
-
-    items: list[Item] = []
-    found: list[float] = []
-    for query, prompt, label in zip(body.query, prompts, labels):
-        completion, prompt_found = split_completion(query, prompt)
-        label_task, ground_truth, options = parse_label(label, task)
-        items.append(Item(task=label_task, prompt=prompt, completion=completion, ground_truth=ground_truth, options=options))
-        found.append(float(prompt_found))
+    try:
+        items, found = build_items(body.query, body.prompts, body.labels, task)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e
 
     scored = await _score(request, items, timeout_s)
     rewards = [r.reward for r in scored.results]

@@ -26,11 +26,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reward_service.client import RewardClient
+from reward_service.client import shared_client
 from reward_service.models import Item, Result
 
 __all__ = ["DEFAULT_TASK_MAP", "compute_score", "compute_score_batch", "resolve_task"]
@@ -69,22 +68,6 @@ DEFAULT_TASK_MAP: tuple[tuple[str, str], ...] = (
     ("*deepscaler*", "math"),
     ("*math*", "math"),
 )
-
-_clients: dict[tuple[int, str, str | None], RewardClient] = {}
-_clients_lock = threading.Lock()
-
-
-def _client() -> RewardClient:
-    url = os.environ.get("REWARD_SERVICE_URL", "http://127.0.0.1:8000")
-    key = os.environ.get("REWARD_SERVICE_API_KEY") or None
-    # Keyed by pid too: verl forks Ray workers, and a client can't cross a fork.
-    cache_key = (os.getpid(), url, key)
-    with _clients_lock:
-        client = _clients.get(cache_key)
-        if client is None:
-            client = _clients[cache_key] = RewardClient(url, key)
-        return client
-
 
 def _env_task_map() -> dict[str, str]:
     raw = os.environ.get("REWARD_SERVICE_TASK_MAP")
@@ -180,8 +163,8 @@ def compute_score(
     data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
 ) -> float | dict[str, float]:
     """verl's per-response reward function: one item, one call to the service."""
-    result = _client().score([_item(data_source, solution_str, ground_truth, extra_info, kwargs)], timeout_s=_timeout(kwargs))
-    return _output(result[0], _want_dict(kwargs))
+    item = _item(data_source, solution_str, ground_truth, extra_info, kwargs)
+    return _output(shared_client().score([item], timeout_s=_timeout(kwargs))[0], _want_dict(kwargs))
 
 
 def compute_score_batch(
@@ -198,4 +181,4 @@ def compute_score_batch(
         raise ValueError("data_sources, solution_strs, ground_truths and extra_infos must have equal lengths")
     items = [_item(*row, kwargs) for row in zip(data_sources, solution_strs, ground_truths, infos)]
     as_dict = _want_dict(kwargs)
-    return [_output(r, as_dict) for r in _client().score(items, timeout_s=_timeout(kwargs))]
+    return [_output(r, as_dict) for r in shared_client().score(items, timeout_s=_timeout(kwargs))]
