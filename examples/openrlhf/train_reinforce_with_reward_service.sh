@@ -10,8 +10,15 @@
 #
 # Start the service first (on the reward host):
 #   python -m reward_service.cli serve --host 0.0.0.0 --port 8000
-# OpenRLHF sends no Authorization header: run the service without REWARD_SERVICE_API_KEY
-# on a private network for this route.
+#
+# Two ways to point OpenRLHF at it:
+#   A) the HTTP route (below). OpenRLHF sends no Authorization header, so run the
+#      service without REWARD_SERVICE_API_KEY, on a private network.
+#   B) the reward-function file, which calls /score with the Python client (sends the
+#      API key, retries); reward_service must be installed where OpenRLHF runs:
+#        REWARD_URL=$(python3 -c "import reward_service.integrations.openrlhf_reward_func as m; print(m.__file__)")
+#      and pass REWARD_SERVICE_URL / REWARD_SERVICE_API_KEY / REWARD_SERVICE_TASK to the
+#      Ray job, e.g. --runtime-env-json='{"env_vars": {"REWARD_SERVICE_URL": "http://rewards.internal:8000"}}'
 set -x
 
 REWARD_URL=${REWARD_URL:-http://rewards.internal:8000/openrlhf?task=math}
