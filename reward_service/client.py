@@ -200,7 +200,8 @@ class AsyncRewardClient:
         options: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> Result:
-        item = {"task": task, "completion": completion, "ground_truth": ground_truth, "prompt": prompt, "options": options}
+        # A dict, not an Item: a bad field should raise ValidationFailed like score() does.
+        item = dict(task=task, completion=completion, ground_truth=ground_truth, prompt=prompt, options=options)
         return (await self.score([item], timeout_s=timeout_s))[0]
 
     async def tasks(self) -> list[TaskInfo]:
@@ -269,7 +270,8 @@ class AsyncRewardClient:
 
 
 def _env_url_and_key() -> tuple[str, str | None]:
-    return os.environ.get("REWARD_SERVICE_URL", "http://127.0.0.1:8000"), os.environ.get("REWARD_SERVICE_API_KEY") or None
+    url = os.environ.get("REWARD_SERVICE_URL", "http://127.0.0.1:8000")
+    return url, os.environ.get("REWARD_SERVICE_API_KEY") or None
 
 
 class _LoopThread:

@@ -37,8 +37,8 @@ def running_service(api_key: str | None = None, workers: int = 1, **env: str) ->
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_SERVICE_") and k != "REDIS_URL"}
     # These tests send math and mcq items only, never code: the no-isolation backend
     # keeps them independent of whether a code sandbox works on this machine.
-    child_env.update({"REWARD_SERVICE_SANDBOX_BACKEND": "unsafe", "REWARD_SERVICE_SANDBOX_REQUIRED": "false", "REWARD_SERVICE_WORKERS": str(workers),
-                      "PYTHONPATH": str(REPO)}, **env)
+    child_env.update({"REWARD_SERVICE_SANDBOX_BACKEND": "unsafe", "REWARD_SERVICE_SANDBOX_REQUIRED": "false",
+                      "REWARD_SERVICE_WORKERS": str(workers), "PYTHONPATH": str(REPO)}, **env)
     if api_key:
         child_env["REWARD_SERVICE_API_KEY"] = api_key
     proc = subprocess.Popen(
@@ -122,5 +122,6 @@ def echo_results(body: dict) -> dict:
     """A /score answer with one ok result per item, reward 1.0."""
     results = [{"id": it.get("id"), "task": it["task"], "reward": 1.0, "status": "ok", "detail": {}, "elapsed_ms": 1.0}
                for it in body["items"]]
-    return {"results": results, "summary": {"count": len(results), "mean_reward": 1.0, "by_status": {"ok": len(results)},
-                                            "elapsed_ms": 1.0, "unique_items": len(results)}}
+    summary = {"count": len(results), "mean_reward": 1.0, "by_status": {"ok": len(results)}, "elapsed_ms": 1.0,
+               "unique_items": len(results)}
+    return {"results": results, "summary": summary}

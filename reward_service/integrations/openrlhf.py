@@ -31,14 +31,16 @@ class OpenRLHFRequest(BaseModel):
 
     query: list[str] = Field(..., description="Prompt followed by the response, as OpenRLHF decoded it.")
     prompts: list[str] | None = Field(None, description="The prompts, to cut off the front of each query.")
-    labels: list[Any] | None = Field(None, description="Per-sample ground truth, or a JSON {task, ground_truth, options}.")
+    labels: list[Any] | None = Field(None, description="Per-sample ground truth or JSON {task, ground_truth, options}.")
 
 
 class OpenRLHFResponse(BaseModel):
     rewards: list[float]
     scores: list[float]
     extra_logs: dict[str, list[float]] = Field(
-        ..., description="Per sample: `status_ok` (1 if scored without error), `prompt_found` (1 if the prompt was cut off the query)."
+        ...,
+        description="Per sample: `status_ok` (1 if scored without error), "
+        "`prompt_found` (1 if the prompt was cut off the query).",
     )
 
 
@@ -70,8 +72,8 @@ def parse_label(label: Any, default_task: str) -> tuple[str, Any, dict[str, Any]
         if isinstance(decoded, dict):
             label = decoded
     if isinstance(label, dict) and ("ground_truth" in label or "task" in label):
-        options = label.get("options")
-        return str(label.get("task") or default_task), label.get("ground_truth"), options if isinstance(options, dict) else None
+        options = label.get("options") if isinstance(label.get("options"), dict) else None
+        return str(label.get("task") or default_task), label.get("ground_truth"), options
     return default_task, label, None
 
 

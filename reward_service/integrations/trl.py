@@ -93,7 +93,7 @@ class ServiceRewardFunc:
         for i in range(n):
             task = (tasks[i] if tasks is not None and tasks[i] else None) or self.task
             if not task:
-                raise ValueError(f"{self.__name__}: row {i} has no task (column {self.task_column!r} empty, no default)")
+                raise ValueError(f"{self.__name__}: row {i} has no task ({self.task_column!r} empty, no default)")
             options = (per_row_options[i] if per_row_options is not None else None) or self.options
             items.append(
                 Item(
