@@ -95,16 +95,21 @@ def test_verl_compute_score_gives_nothing_for_a_wrong_answer(service_env):
     assert verl.compute_score("lighteval/MATH", "\\boxed{\\frac{1}{3}}", "\\frac{1}{2}") == 0.0
 
 
-def test_verl_batch_scores_mixed_sources_in_order_as_the_batch_manager_hands_them(service_env):
-    np = pytest.importorskip("numpy")
-    # verl's non_tensor_batch holds numpy object arrays.
-    data_sources = np.array(["openai/gsm8k", "Idavidrein/gpqa", "aime2024", "Idavidrein/gpqa"], dtype=object)
-    solutions = ["\\boxed{72}", "The answer is (C).", "\\boxed{100}", "The answer is (A)."]
-    ground_truths = np.array(["72", "C", "204", "B"], dtype=object)
-    extras = np.array([{"index": i} for i in range(4)], dtype=object)
-    scores = verl.compute_score_batch(data_sources=data_sources, solution_strs=solutions,
-                                      ground_truths=ground_truths, extra_infos=extras)
+def test_verl_batch_scores_mixed_sources_in_order(service_env):
+    scores = verl.compute_score_batch(
+        data_sources=["openai/gsm8k", "Idavidrein/gpqa", "aime2024", "Idavidrein/gpqa"],
+        solution_strs=["\\boxed{72}", "The answer is (C).", "\\boxed{100}", "The answer is (A)."],
+        ground_truths=["72", "C", "204", "B"], extra_infos=[{"index": i} for i in range(4)])
     assert scores == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_verl_batch_takes_the_numpy_arrays_verl_hands_over(service_env):
+    np = pytest.importorskip("numpy")
+    # verl's non_tensor_batch holds numpy object arrays; ground truths may be numpy strings.
+    scores = verl.compute_score_batch(
+        data_sources=np.array(["openai/gsm8k", "Idavidrein/gpqa"], dtype=object), solution_strs=["\\boxed{7}", "(B)"],
+        ground_truths=np.array(["7", "B"]), extra_infos=np.array([{"index": 0}, None], dtype=object))
+    assert scores == [1.0, 1.0]
 
 
 def test_verl_batch_is_one_request_for_a_training_step(service_env, monkeypatch):
