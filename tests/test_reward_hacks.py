@@ -86,6 +86,18 @@ def test_return_values_equal_to_anything_earn_nothing(base, gt):
     assert score(code, gt).reward == 0.0
 
 
+@pytest.mark.parametrize("gt", [CALL_GT, HUMANEVAL_GT, MBPP_GT], ids=["call", "humaneval", "mbpp"])
+def test_a_metaclass_posing_as_a_builtin_type_earns_nothing(gt):
+    code = ("class Meta(type):\n"
+            "    def __eq__(cls, other): return True\n"
+            "    def __hash__(cls): return hash(str)\n"
+            "class Liar(metaclass=Meta):\n"
+            "    def __eq__(self, other): return True\n"
+            "    __hash__ = object.__hash__\n"
+            "def answer(x):\n    return Liar()\n")
+    assert score(code, gt).reward == 0.0
+
+
 def test_equal_to_anything_nested_in_a_plain_list_earns_nothing():
     gt = {"fn_name": "answer", "inputs": [[1]], "outputs": [[SECRET]]}
     code = EQ_ANYTHING.format(base="object") + "def answer(x):\n    return [Anything()]\n"
@@ -108,6 +120,11 @@ def test_a_class_posing_as_the_function_earns_nothing():
     "import sys, io\nsys.stdout = io.StringIO()",
     "import os\nos.write = lambda fd, data: len(data)\nos._exit = lambda code: None",
     "import json\njson.dumps = lambda *a, **k: '{\"kind\": \"passed\"}'",
+    "import builtins\nbuiltins.exec = lambda *a, **k: None",
+    "import builtins\nbuiltins.dict = lambda *a, **k: {}",
+    "import builtins\n_mv = builtins.memoryview\n"
+    "builtins.memoryview = lambda d: _mv(bytes(d).replace(b'\\nfailed\\n', b'\\npassed\\n'))",
+    "import __main__\n__main__.KINDS = {'failed'}\n__main__.to_json = lambda v: 'passed'",
 ])
 def test_patching_builtins_and_modules_earns_nothing(gt, patch):
     assert score(f"{patch}\ndef answer(x):\n    return 'wrong'\n", gt).reward == 0.0

@@ -9,8 +9,9 @@ sandbox; they are compared here.
 """
 from __future__ import annotations
 
-import ast
+import functools
 import json
+import marshal
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from sandbox.types import Limits, RunStatus
 from verifiers.base import InvalidInput, TaskOptions, Verdict
 from verifiers.extract import ThinkMode, last_code_block, strip_thinking
 from verifiers.registry import register
+from verifiers.tasks._code_asserts import prepare
 from verifiers.tasks._code_compare import stdout_matches, value_matches
 
 HARNESS = (Path(__file__).parent / "_code_harness.py").read_text()
@@ -96,7 +98,7 @@ def parse_ground_truth(gt: Any) -> Suite:
             raise InvalidInput(f'"test_list" must be a non-empty list of strings; {SHAPES}')
         setup = _setup(gt)
         for t in tests:
-            _parse_python(t, "test_list item")
+            _parse_python(t, "test")
         return Suite("assert", asserts=[{"setup": setup, "code": t, "call": None} for t in tests])
     raise InvalidInput(SHAPES)
 
@@ -112,11 +114,23 @@ def _setup(gt: dict) -> str:
     return setup
 
 
-def _parse_python(source: str, what: str) -> None:
-    try:
-        ast.parse(source)
-    except SyntaxError as e:
-        raise InvalidInput(f"{what} is not valid Python: {e}") from None
+@functools.lru_cache(maxsize=2048)  # GRPO groups share their ground truth
+def _parse_python(source: str, what: str) -> tuple[str, frozenset[str]]:
+    prepared, imports = prepare(source, what)
+    return prepared, frozenset(imports)
+
+
+def _sandbox_asserts(suite: Suite) -> tuple[list[dict], list[str]]:
+    """The assert tests as the harness runs them: comparisons sanitized; the modules they import."""
+    out, imports = [], set()
+    for a in suite.asserts:
+        entry = {"call": a["call"]}
+        for part, what in (("setup", "test_setup_code"), ("code", "test")):
+            if a[part]:
+                entry[part], used = _parse_python(a[part], what)
+                imports |= used
+        out.append(entry)
+    return out, sorted(imports)
 
 
 def _io_suite(gt: dict) -> Suite:
@@ -200,9 +214,10 @@ def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt
 
 def _judge(suite: Suite, code: str, language: str, options: CodeOptions) -> Verdict:
     token = secrets.token_hex(8)
+    asserts, imports = _sandbox_asserts(suite) if suite.mode == "assert" else ([], [])
     spec = {
         "token": token, "language": language, "mode": suite.mode, "fn_name": suite.fn_name,
-        "tests": suite.inputs, "asserts": suite.asserts, "timeout_s": options.test_timeout_s,
+        "tests": suite.inputs, "asserts": asserts, "imports": imports, "timeout_s": options.test_timeout_s,
         "memory_mb": options.memory_mb, "budget_s": options.total_timeout_s,
         "stop_on_failure": options.stop_on_first_failure or options.all_or_nothing,
         "compile_timeout_s": COMPILE_TIMEOUT_S,
@@ -212,7 +227,8 @@ def _judge(suite: Suite, code: str, language: str, options: CodeOptions) -> Verd
                     output_bytes=48 << 20, file_size_mb=64)
     box = sandbox.get_sandbox()
     filename = "solution.py" if language == "python" else "solution.cpp"
-    run = box.run("python", HARNESS, stdin=json.dumps(spec).encode(), limits=limits,
+    # marshal: the harness decodes it without importing json (and re) on every run.
+    run = box.run("python", HARNESS, stdin=marshal.dumps(spec, 4), limits=limits,
                   files={filename: code.encode()})
     detail: dict[str, Any] = {"language": language, "format": suite.mode, "passed": 0, "total": len(suite),
                               "sandbox": {"backend": box.name, "status": run.status.value,
@@ -280,8 +296,11 @@ def _test_status(suite: Suite, i: int, r: dict, options: CodeOptions) -> str:
         ok = stdout_matches(str(r.get("stdout", "")), suite.expected[i], exact=options.exact,
                             tolerance=options.tolerance)
     else:
-        ok = "value" in r and value_matches(r["value"], suite.expected[i], exact=options.exact,
-                                            tolerance=options.tolerance)
+        try:
+            value = json.loads(r.get("value_json", ""))
+        except ValueError:
+            return "bad_return"
+        ok = value_matches(value, suite.expected[i], exact=options.exact, tolerance=options.tolerance)
     return "passed" if ok else "wrong_answer"
 
 
@@ -295,8 +314,8 @@ def _failure(suite: Suite, i: int, r: dict, status: str) -> dict[str, Any]:
         out["expected"] = _clip(suite.expected[i])
         if "stdout" in r:
             out["got"] = _clip(r["stdout"])
-        elif "value" in r:
-            out["got"] = _clip(r["value"])
+        elif "value_json" in r:
+            out["got"] = _clip(str(r["value_json"]))
     for key in ("error", "stderr"):
         if r.get(key):
             out[key] = _clip(str(r[key])[-1000:], 1000)
