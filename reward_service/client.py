@@ -159,6 +159,7 @@ class AsyncRewardClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._http: httpx.AsyncClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncRewardClient:
@@ -233,7 +234,11 @@ class AsyncRewardClient:
         return _parse_results(response, len(chunk))
 
     def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http_loop is not loop:
+            # httpx connections belong to the loop that opened them: a client reused
+            # under a new loop (a second asyncio.run, a forked child) needs its own.
+            self._http_loop = loop
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=self.timeout)
         return self._http
@@ -376,7 +381,6 @@ class RewardClient:
             # After a fork (dataloader or Ray workers) the parent's loop thread
             # doesn't exist in the child: start a fresh one there.
             if self._runner is None or self._runner.pid != os.getpid():
-                self._async._http = None
                 self._runner = _LoopThread()
                 # A client dropped without close() must not leave its thread behind.
                 self._finalizer = weakref.finalize(self, _LoopThread.stop, self._runner.loop, self._runner.thread)

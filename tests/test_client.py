@@ -131,6 +131,13 @@ async def test_async_client_preserves_order_across_concurrent_chunks(service_url
     assert [r.reward for r in results] == [1.0 if i % 2 == 0 else 0.0 for i in range(9)]
 
 
+def test_async_client_can_be_reused_under_a_new_event_loop(service_url):
+    c = AsyncRewardClient(service_url, KEY)
+    first = asyncio.run(c.score_one("math", "\\boxed{2}", "2"))
+    second = asyncio.run(c.score_one("math", "\\boxed{2}", "2"))  # a second asyncio.run: a new loop
+    assert first.reward == second.reward == 1.0
+
+
 @pytest.mark.asyncio
 async def test_async_client_raises_auth_error(service_url):
     async with AsyncRewardClient(service_url) as c:
