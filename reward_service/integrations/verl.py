@@ -24,6 +24,7 @@ read it (ifeval).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -69,8 +70,13 @@ DEFAULT_TASK_MAP: tuple[tuple[str, str], ...] = (
     ("*math*", "math"),
 )
 
+
 def _env_task_map() -> dict[str, str]:
-    raw = os.environ.get("REWARD_SERVICE_TASK_MAP")
+    return _parse_task_map(os.environ.get("REWARD_SERVICE_TASK_MAP") or "")
+
+
+@functools.lru_cache(maxsize=8)  # read per row; parse once per distinct value
+def _parse_task_map(raw: str) -> dict[str, str]:
     if not raw:
         return {}
     mapping = json.loads(raw)
