@@ -39,7 +39,6 @@ classes and modules the test uses (e.g. ``random.Random``). Closing that
 needs the assertions out of process, which these formats don't allow.
 """
 import builtins
-import ctypes
 import marshal
 import os
 import resource
@@ -57,7 +56,7 @@ RESULT_CAP = 8 << 20
 ERROR_TAIL = 2000
 SIGKILL, SIGXCPU, SIGPIPE = _signal.SIGKILL, _signal.SIGXCPU, _signal.SIGPIPE
 
-_libc = ctypes.CDLL(None, use_errno=True)
+HARNESS_FILE = "harness.py"  # the name its code is compiled under, to hide its frames from tracebacks
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
 PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS = 28, 38
 _quote = _json.encode_basestring_ascii
@@ -89,22 +88,40 @@ def to_json(v) -> str:
     raise TypeError(f"{t.__name__} is not JSON")
 
 
+def _libc_caller():
+    """``name, *args -> int`` for a libc function; ``_ctypes`` directly, as ``ctypes`` costs
+    more to import than the whole rest of this harness."""
+    try:
+        import _ctypes
+
+        handle = _ctypes.dlopen(None)
+        return lambda name, *args: _ctypes.call_function(_ctypes.dlsym(handle, name), args)
+    except (ImportError, AttributeError, OSError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return lambda name, *args: getattr(libc, name)(*args)
+
+
+_libc = _libc_caller()
+
+
 # ---------------------------------------------------------------- child side
 
 def _drop_privileges() -> None:
     """No capabilities, and none regained on exec (matters when the sandbox runs us as root)."""
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _libc.prctl(PR_SET_SECUREBITS, 0x2F, 0, 0, 0)  # NOROOT, NO_SETUID_FIXUP, both locked
+    _libc("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _libc("prctl", PR_SET_SECUREBITS, 0x2F, 0, 0, 0)  # NOROOT, NO_SETUID_FIXUP, both locked
     for cap in range(64):
-        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    data = (ctypes.c_uint32 * 6)()
-    _libc.capset(header, data)
+        _libc("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0)
+    # struct __user_cap_header_struct {u32 version = _LINUX_CAPABILITY_VERSION_3; int pid = 0 (self)}
+    header = (0x20080522).to_bytes(4, sys.byteorder) + bytes(4)
+    _libc("capset", header, bytes(24))  # two all-zero __user_cap_data_struct: no capabilities
 
 
 def _enter_child(stdin_fd: int, out_fd: int, err_fd: int, res_fd, timeout_s: float, memory_mb: int) -> None:
     os.setsid()
-    _libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    _libc("prctl", PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     os.dup2(stdin_fd, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
@@ -193,7 +210,7 @@ def _format_exception(e: BaseException) -> str:
         tb = e.__traceback__
         while tb is not None:
             code = tb.tb_frame.f_code
-            if code.co_filename != __file__:
+            if code.co_filename != HARNESS_FILE:
                 lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}')
             tb = tb.tb_next
         try:
@@ -555,7 +572,7 @@ def run(spec: dict) -> dict:
 
 def main() -> None:
     # Children must not read this process's memory, fds or environment through /proc.
-    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _libc("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(0)
     spec = marshal.loads(sys.stdin.buffer.read())
