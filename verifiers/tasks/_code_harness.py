@@ -1,10 +1,12 @@
 """Trusted test harness: the main program of every ``code`` sandbox session.
 
-Run by the verifier as ``sandbox.run("python", <this file>, stdin=<spec>,
-files={"solution.py" | "solution.cpp": ...})``; standard library only, and
-only modules that import in microseconds (no ``json``/``re``/``signal``),
-because it starts once per scored completion. The spec arrives as
-``marshal`` data from the trusted service; the report leaves as JSON.
+The verifier runs a small stub as the sandbox's main program, with this file
+(as ``harness.py``, plus its precompiled bytecode) and ``solution.py`` or
+``solution.cpp`` beside it; the stub execs this code as ``__main__``.
+Standard library only, and only modules that import in microseconds (no
+``json``/``re``/``signal``/``ctypes``), because it starts once per scored
+completion. The spec arrives on stdin as ``marshal`` data from the trusted
+service; the report leaves on stdout as JSON.
 
 It compiles the solution once, then runs each test in a fresh child (a fork
 of this process for Python, the binary for C++) under a per-test CPU rlimit,
