@@ -108,6 +108,19 @@ def test_mbpp_each_assert_is_one_test_and_setup_code_runs_first():
     assert v.detail["first_failure"]["test"] == 2
 
 
+def test_stdio_solution_running_main_in_a_thread_is_waited_for():
+    code = ("import sys, threading\n"
+            "def main():\n    a, b = map(int, sys.stdin.readline().split())\n    sys.stdout.write(f'{a + b}\\n')\n"
+            "threading.stack_size(1 << 26)\nsys.setrecursionlimit(10 ** 6)\n"
+            "threading.Thread(target=main).start()\n")
+    assert score(py(code), ADD_STDIO).reward == 1.0
+
+
+def test_stdio_solution_buffering_its_own_output_is_flushed():
+    code = "import io, sys\nbuf = io.StringIO()\nsys.stdout = buf\nprint(sum(map(int, input().split())))\nsys.__stdout__.write(buf.getvalue())\n"
+    assert score(py(code), ADD_STDIO).reward == 1.0
+
+
 # ---------------------------------------------------------------- comparison
 
 FLOAT_GT = {"inputs": [""], "outputs": ["0.333333333\n"]}

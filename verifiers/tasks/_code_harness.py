@@ -246,6 +246,22 @@ def _clone_modules(names: list) -> dict:
     return clones
 
 
+def _finish_like_interpreter_exit(*streams) -> None:
+    """What a normal exit would still do: wait for non-daemon threads (solutions often run
+    ``main`` in a thread for a bigger stack) and flush stdout, however it was replaced."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except BaseException:
+            pass
+    for stream in (sys.stdout, sys.__stdout__, *streams):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
 def _python_child(spec: dict, code, test, nonce: bytes, prepared: dict) -> None:
     # Everything the harness needs after the candidate ran is bound here first,
     # so patching builtins, os, sys or the harness module from the candidate changes nothing.
@@ -254,9 +270,9 @@ def _python_child(spec: dict, code, test, nonce: bytes, prepared: dict) -> None:
     format_exc, send, plain_json, dumps = _format_exception, _send, _plain_json, to_json
     mode = spec["mode"]
     if mode == "stdio":
-        sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
-        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
+        sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
     out, err = sys.stdout, sys.stderr
 
     if mode == "assert":
@@ -284,11 +300,7 @@ def _python_child(spec: dict, code, test, nonce: bytes, prepared: dict) -> None:
         if mode == "stdio":
             kind = "completed"
     if kind is not None:
-        for stream in (out, err):
-            try:
-                stream.flush()
-            except _BaseException:
-                pass
+        _finish_like_interpreter_exit(out, err)
         send(nonce, kind, payload)
         _exit(0)
 
