@@ -493,9 +493,11 @@ def _outcome(spec: dict, got: dict, nonce: bytes, timeout_s: float) -> dict:
             out.update(status="runtime_error", error=f"exit status {os.WEXITSTATUS(status)}")
         else:
             out["status"] = "completed"
+    elif kind not in KINDS and signalled:
+        out.update(status="runtime_error", error=f"killed by signal {sig}")
     elif kind not in KINDS:
-        how = f"killed by signal {sig}" if signalled else f"exit status {os.WEXITSTATUS(status)}"
-        out.update(status="no_result", error=f"the program ended ({how}) before the test finished")
+        out.update(status="no_result", error=f"the program ended (exit status {os.WEXITSTATUS(status)}) "
+                                             "before the test finished, e.g. through os._exit")
     else:
         out["status"] = kind
         if kind == "completed" and spec["mode"] == "call":

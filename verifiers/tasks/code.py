@@ -231,15 +231,17 @@ def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt
 
 def _judge(suite: Suite, code: str, language: str, options: CodeOptions) -> Verdict:
     token = secrets.token_hex(8)
+    # Per-test limits are the harness's; the session's wall limit only backs it up.
+    budget = min(options.total_timeout_s, len(suite) * (options.test_timeout_s + 0.5))
     asserts, imports = _sandbox_asserts(suite) if suite.mode == "assert" else ([], [])
     spec = {
         "token": token, "language": language, "mode": suite.mode, "fn_name": suite.fn_name,
         "tests": suite.inputs, "asserts": asserts, "imports": imports, "timeout_s": options.test_timeout_s,
-        "memory_mb": options.memory_mb, "budget_s": options.total_timeout_s,
+        "memory_mb": options.memory_mb, "budget_s": budget,
         "stop_on_failure": options.stop_on_first_failure or options.all_or_nothing,
         "compile_timeout_s": COMPILE_TIMEOUT_S,
     }
-    wall = options.total_timeout_s + (COMPILE_TIMEOUT_S if language == "cpp" else 0) + 3.0
+    wall = budget + (COMPILE_TIMEOUT_S if language == "cpp" else 0) + 3.0
     limits = Limits(wall_time_s=wall, cpu_time_s=2 * wall, memory_mb=options.memory_mb + 512, max_processes=64,
                     output_bytes=48 << 20, file_size_mb=64)
     box = sandbox.get_sandbox()
