@@ -1,0 +1,525 @@
+"""The default sandbox: Linux namespaces through bubblewrap, rlimits, per-slot uids and cgroups.
+
+One run is one ``bwrap`` session: fresh user, pid, net, mount, ipc, uts and
+cgroup namespaces; a read-only view of /usr (and the /lib*, /bin symlinks or
+binds) plus ``/etc/ld.so.cache``; size-capped tmpfs for the work dir and
+/tmp; no network at all (a private, empty loopback); a scrubbed environment.
+``bwrap`` runs under a dedicated host uid per slot when the service is root,
+is pid 1 of the session (everything dies with it) and is killed from outside
+at the wall-time limit.  Files enter through memfds (``bwrap --file``), so a
+run never touches the host's disk.
+
+``prlimit`` sets hard rlimits just before bwrap starts; the session is
+started blocked (``--block-fd``) and its pid 1 is moved into the slot's
+cgroups before it is released, so every process of the program is born
+limited.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import resource
+import secrets
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from sandbox.base import LANGUAGES, Sandbox
+from sandbox.process_slots import Slot, SlotPool
+from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "REWARD_SERVICE_SANDBOX_"
+WORK_DIR = "/box"
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": WORK_DIR}
+MAX_NOFILE = 256
+COMPILE_OUTPUT_BYTES = 64 * 1024
+_READ_CHUNK = 1 << 16
+_MEMORY_PATTERNS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"out of memory",
+                    b"memory exhausted")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """Everything tunable, read from ``REWARD_SERVICE_SANDBOX_*`` environment variables."""
+
+    bwrap: str = "/usr/bin/bwrap"
+    python: str = "/usr/bin/python3"
+    cxx: str = "g++"
+    cxxflags: tuple[str, ...] = ("-O2", "-std=c++17")
+    shell: str = "/bin/bash"
+    prlimit: str = "/usr/bin/prlimit"
+    uid_base: int = 3_000_000
+    slots: int = 32
+    state_dir: str = ""
+    cgroups: bool = True
+    ro_binds: tuple[str, ...] = ()
+    tmpfs_min_mb: int = 64
+
+    @classmethod
+    def from_env(cls) -> "ProcessConfig":
+        default_state = ("/run/reward-service-sandbox" if os.geteuid() == 0
+                         else os.path.join(tempfile.gettempdir(), f"reward-service-sandbox-{os.geteuid()}"))
+        return cls(
+            bwrap=_env("BWRAP", shutil.which("bwrap") or "/usr/bin/bwrap"),
+            python=_env("PYTHON", "/usr/bin/python3"),
+            prlimit=_env("PRLIMIT", shutil.which("prlimit") or "/usr/bin/prlimit"),
+            cxx=_env("CXX", "g++"),
+            cxxflags=tuple(shlex.split(_env("CXXFLAGS", "-O2 -std=c++17"))),
+            uid_base=int(_env("UID_BASE", "3000000")),
+            slots=int(_env("SLOTS", "32")),
+            state_dir=_env("STATE_DIR", default_state),
+            cgroups=_env("CGROUPS", "auto").lower() not in ("0", "off", "no", "false"),
+            ro_binds=tuple(p for p in _env("RO_BINDS", "").split(":") if p),
+            tmpfs_min_mb=int(_env("TMPFS_MB", "64")),
+        )
+
+
+def _root_view(extra: tuple[str, ...]) -> list[str]:
+    """bwrap arguments for a read-only view of just what python3 and g++ need."""
+    args: list[str] = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"):
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    for path in extra:
+        args += ["--ro-bind", path, path]
+    return args
+
+
+@dataclass
+class _Session:
+    """What the supervision loop learned about one bwrap session."""
+
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    compile_output: bytearray = field(default_factory=bytearray)
+    compile_status: bytearray = field(default_factory=bytearray)
+    killed_for: str | None = None  # "timeout" | "output_limit"
+    exit_status: int = 0
+    rusage: resource.struct_rusage | None = None
+    wall_time_s: float = 0.0
+
+
+class ProcessSandbox(Sandbox):
+    name = "process"
+
+    def __init__(self, config: ProcessConfig | None = None) -> None:
+        self.config = config or ProcessConfig.from_env()
+        self._pool: SlotPool | None = None
+        self._pool_lock = threading.Lock()
+        self._root_args = _root_view(self.config.ro_binds)
+
+    # -- setup -------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> SlotPool:
+        with self._pool_lock:
+            if self._pool is None:
+                root = os.geteuid() == 0
+                self._pool = SlotPool(self.config.state_dir, self.config.slots,
+                                      self.config.uid_base if root else None,
+                                      use_cgroups=self.config.cgroups and root)
+                if not root:
+                    log.warning("process sandbox: service is not root, so programs run under its own uid "
+                                "(RLIMIT_NPROC still counts per user namespace) and without cgroups")
+                elif self._pool.cgroup_error:
+                    log.warning("process sandbox: no cgroups (%s); memory and process limits are rlimits only",
+                                self._pool.cgroup_error)
+            return self._pool
+
+    def isolation(self) -> dict:
+        """How runs are confined here, for logs and results."""
+        pool = self.pool
+        return {
+            "uid": "per-slot" if pool.uid_base is not None else "service uid",
+            "cgroups": "v1 memory+pids" if pool.use_cgroups
+            else f"off ({pool.cgroup_error or 'disabled or not root'})",
+        }
+
+    def check(self) -> None:
+        cfg = self.config
+        if not os.access(cfg.bwrap, os.X_OK):
+            raise SandboxUnavailable(
+                f"bubblewrap not found at {cfg.bwrap}: install it (apt-get install bubblewrap) or set "
+                f"{ENV_PREFIX}BWRAP, or choose another backend with REWARD_SERVICE_SANDBOX_BACKEND=docker")
+        if not os.access(cfg.prlimit, os.X_OK):
+            raise SandboxUnavailable(f"prlimit not found at {cfg.prlimit}: install util-linux or set {ENV_PREFIX}PRLIMIT")
+        if not os.access(cfg.python, os.X_OK):
+            raise SandboxUnavailable(f"no Python interpreter at {cfg.python}: install python3 or set {ENV_PREFIX}PYTHON")
+        try:
+            self.pool
+        except OSError as e:
+            raise SandboxUnavailable(f"cannot use the sandbox state dir {cfg.state_dir}: {e}; "
+                                     f"set {ENV_PREFIX}STATE_DIR to a writable directory") from e
+        result = self.run("python", "print(6 * 7)", limits=Limits(wall_time_s=20, cpu_time_s=10))
+        if result.status != RunStatus.ok or result.stdout.strip() != b"42":
+            raise SandboxUnavailable(
+                "bubblewrap cannot start a sandbox here (user namespaces are probably disabled: check "
+                "sysctl user.max_user_namespaces > 0 and kernel.unprivileged_userns_clone=1, or the "
+                "container's seccomp/AppArmor profile): "
+                f"status={result.status.value} exit={result.exit_code} detail={result.detail!r} "
+                f"stderr={result.stderr[-500:].decode(errors='replace')!r}")
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self, language: str, source: str, *, stdin: bytes = b"", limits: Limits | None = None,
+            files: Mapping[str, bytes] | None = None, argv: list[str] | None = None) -> RunResult:
+        limits = limits or Limits()
+        if language not in LANGUAGES:
+            return RunResult(RunStatus.sandbox_error, detail=f"unsupported language {language!r}")
+        files = dict(files or {})
+        for name in files:
+            if not name or name.startswith("/") or ".." in name.split("/") or name in ("main.py", "main.cpp", "main"):
+                return RunResult(RunStatus.sandbox_error, detail=f"refusing extra file name {name!r}")
+        files["main.py" if language == "python" else "main.cpp"] = source.encode()
+        try:
+            slot = self.pool.acquire()
+        except (OSError, TimeoutError) as e:
+            return RunResult(RunStatus.sandbox_error, detail=f"no sandbox slot: {e}")
+        try:
+            return self._run_in_slot(slot, language, files, stdin, limits, list(argv or []))
+        except OSError as e:
+            log.exception("process sandbox failed")
+            return RunResult(RunStatus.sandbox_error, detail=f"sandbox failure: {e}")
+        finally:
+            self.pool.release(slot)
+
+    def _run_in_slot(self, slot: Slot, language: str, files: dict[str, bytes], stdin: bytes,
+                     limits: Limits, argv: list[str]) -> RunResult:
+        fds_to_close: list[int] = []
+        pass_fds: list[int] = []
+
+        def pipe() -> tuple[int, int]:
+            r, w = os.pipe()
+            fds_to_close.extend((r, w))
+            return r, w
+
+        try:
+            info_r, info_w = pipe()
+            block_r, block_w = pipe()
+            pass_fds += [info_w, block_r]
+            tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
+            args = [*self._rlimit_prefix(limits), self.config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+                    "--die-with-parent", "--new-session", "--hostname", "sandbox",
+                    *self._root_args, "--proc", "/proc", "--dev", "/dev",
+                    "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
+                    "--size", str(tmpfs_bytes), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR,
+                    "--info-fd", str(info_w), "--block-fd", str(block_r), "--clearenv"]
+            for key, value in SANDBOX_ENV.items():
+                args += ["--setenv", key, value]
+            for name, data in files.items():
+                fd = os.memfd_create("sandbox-file", os.MFD_CLOEXEC)
+                fds_to_close.append(fd)
+                _write_all(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.set_inheritable(fd, True)
+                pass_fds.append(fd)
+                parent = os.path.dirname(name)
+                if parent:
+                    args += ["--dir", f"{WORK_DIR}/{parent}"]
+                args += ["--file", str(fd), f"{WORK_DIR}/{name}"]
+            compile_fds: tuple[int, int] | None = None
+            if language == "python":
+                args += ["--", self.config.python, "-I", "main.py", *argv]
+            else:
+                out_r, out_w = pipe()
+                st_r, st_w = pipe()
+                pass_fds += [out_w, st_w]
+                compile_fds = (out_r, st_r)
+                cc = " ".join(shlex.quote(a) for a in (self.config.cxx, *self.config.cxxflags, "-o", "main", "main.cpp"))
+                script = (f"{cc} </dev/null >&{out_w} 2>&1; rc=$?; echo $rc >&{st_w}; "
+                          f"exec {out_w}>&- {st_w}>&-; [ $rc = 0 ] || exit 1; exec ./main \"$@\"")
+                args += ["--", self.config.shell, "-c", script, "main", *argv]
+
+            session = self._supervise(slot, args, pass_fds, fds_to_close, info_r, block_w,
+                                      compile_fds, stdin, limits)
+            return self._result(slot, language, session, limits)
+        finally:
+            for fd in fds_to_close:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _supervise(self, slot: Slot, args: list[str], pass_fds: list[int], fds_to_close: list[int],
+                   info_r: int, block_w: int, compile_fds: tuple[int, int] | None, stdin: bytes,
+                   limits: Limits) -> _Session:
+        s = _Session()
+        uid = slot.uid
+        cg = slot.cgroup
+        if cg is not None:
+            # The cgroup also holds both bwrap processes (and, while spawning, our own thread).
+            cg.prepare(limits.max_processes + 3)
+        t0 = time.monotonic()
+        with cg.entered() if cg is not None else contextlib.nullcontext():
+            proc = subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=pass_fds, cwd="/", env=dict(SANDBOX_ENV), close_fds=True, start_new_session=True,
+                user=uid, group=uid, extra_groups=[] if uid is not None else None)
+        if cg is not None:
+            # Armed only now: while our thread was inside, the service's own allocations counted there.
+            cg.arm(limits.memory_mb << 20)
+        # Drop our copies of the child's ends at once so EOF means "the sandbox is gone".
+        for fd in pass_fds:
+            os.close(fd)
+            fds_to_close.remove(fd)
+        inner: int | None = None
+        finished = False
+        inner_pidfd = -1
+        outer_pidfd = os.pidfd_open(proc.pid)
+        try:
+            inner = self._read_child_pid(info_r, t0 + limits.wall_time_s)
+            if inner is None:
+                s.killed_for = "setup"
+            else:
+                inner_pidfd = os.pidfd_open(inner)
+                os.write(block_w, b"x")  # release the blocked session
+                s.killed_for = self._pump(proc, outer_pidfd, compile_fds, stdin, limits, s, t0)
+            finished = True
+        finally:
+            if not finished or s.killed_for is not None:
+                self._kill(proc.pid, inner_pidfd)
+            _, status, rusage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            s.wall_time_s = time.monotonic() - t0
+            s.exit_status, s.rusage = status, rusage
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            os.close(outer_pidfd)
+            if inner_pidfd >= 0:
+                # The outer bwrap may exit before pid 1 has finished tearing the namespace down.
+                _wait_readable(inner_pidfd, 1.0)
+                os.close(inner_pidfd)
+            if cg is not None and not cg.kill_all():
+                log.error("process sandbox: slot %d cgroup did not empty", slot.index)
+        return s
+
+    @staticmethod
+    def _read_child_pid(info_r: int, deadline: float) -> int | None:
+        data = b""
+        sel = selectors.DefaultSelector()
+        sel.register(info_r, selectors.EVENT_READ)
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    continue
+                chunk = os.read(info_r, 4096)
+                if not chunk:
+                    break
+                data += chunk
+                # Read only until the document is complete: pid 1 still holds this pipe open.
+                try:
+                    return int(json.loads(data)["child-pid"])
+                except ValueError:
+                    continue
+                except (KeyError, TypeError):
+                    return None
+        finally:
+            sel.close()
+        return None
+
+    def _rlimit_prefix(self, limits: Limits) -> list[str]:
+        """``prlimit`` in front of bwrap: hard limits every process of the session inherits.
+
+        Set from inside the child, not with prlimit(2) from here, because a
+        service running as root without CAP_SYS_RESOURCE (a container) may not
+        change the limits of a process that already runs under another uid.
+        """
+        cpu = max(1, math.ceil(limits.cpu_time_s))
+        mem = limits.memory_mb << 20
+        return [self.config.prlimit,
+                # SIGXCPU at the soft limit, SIGKILL one second later if it is ignored.
+                f"--cpu={cpu}:{cpu + 1}", f"--as={mem}", f"--fsize={limits.file_size_mb << 20}",
+                # bwrap's own two processes count too.
+                f"--nproc={limits.max_processes + 2}", f"--nofile={MAX_NOFILE}",
+                "--core=0", "--memlock=0", "--msgqueue=0", "--"]
+
+    def _pump(self, proc: subprocess.Popen, pidfd: int, compile_fds: tuple[int, int] | None, stdin: bytes,
+              limits: Limits, s: _Session, t0: float) -> str | None:
+        """Feed stdin and collect output until the session ends; returns why we had to kill it, if we did."""
+        deadline = t0 + limits.wall_time_s
+        sel = selectors.DefaultSelector()
+        sinks = {proc.stdout.fileno(): (s.stdout, limits.output_bytes),
+                 proc.stderr.fileno(): (s.stderr, limits.output_bytes)}
+        if compile_fds is not None:
+            sinks[compile_fds[0]] = (s.compile_output, COMPILE_OUTPUT_BYTES)
+            sinks[compile_fds[1]] = (s.compile_status, 64)
+        for fd in sinks:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        sel.register(pidfd, selectors.EVENT_READ)
+        stdin_fd = proc.stdin.fileno()
+        pending = memoryview(stdin)
+        if pending:
+            os.set_blocking(stdin_fd, False)
+            sel.register(stdin_fd, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+        exited_at: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if exited_at is not None and (not sinks or now > exited_at + 1.0):
+                    return None
+                if now >= deadline:
+                    return "timeout"
+                wait = deadline - now if exited_at is None else min(deadline - now, exited_at + 1.0 - now)
+                for key, _ in sel.select(wait):
+                    fd = key.fd
+                    if fd == pidfd:
+                        # bwrap is gone, so is every process of the session; drain what is buffered.
+                        sel.unregister(pidfd)
+                        exited_at = time.monotonic()
+                    elif fd == stdin_fd:
+                        try:
+                            n = os.write(stdin_fd, pending[:_READ_CHUNK])
+                            pending = pending[n:]
+                        except (BrokenPipeError, BlockingIOError) as e:
+                            if isinstance(e, BrokenPipeError):
+                                pending = pending[:0]
+                        if not pending:
+                            sel.unregister(stdin_fd)
+                            proc.stdin.close()
+                    else:
+                        buf, cap = sinks[fd]
+                        try:
+                            chunk = os.read(fd, _READ_CHUNK)
+                        except BlockingIOError:
+                            continue
+                        if not chunk:
+                            sel.unregister(fd)
+                            del sinks[fd]
+                            continue
+                        room = cap - len(buf)
+                        buf += chunk[:max(room, 0)]
+                        if len(chunk) > room and fd in (proc.stdout.fileno(), proc.stderr.fileno()):
+                            return "output_limit"
+        finally:
+            sel.close()
+
+    @staticmethod
+    def _kill(outer_pid: int, inner_pidfd: int) -> None:
+        # pid 1 of the session first: its death takes every process in the pid namespace with it.
+        if inner_pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(inner_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.kill(outer_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # -- judging ------------------------------------------------------------------------
+
+    def _result(self, slot: Slot, language: str, s: _Session, limits: Limits) -> RunResult:
+        cg = slot.cgroup
+        code = os.waitstatus_to_exitcode(s.exit_status)
+        # bwrap reports a program killed by signal N as exit status 128 + N.
+        if 128 < code < 128 + 65:
+            code = -(code - 128)
+        # Without cgroups this misses the program: bwrap's pid 1 is not reaped by the bwrap we wait for.
+        cpu = (s.rusage.ru_utime + s.rusage.ru_stime) if s.rusage else 0.0
+        peak = s.rusage.ru_maxrss / 1024 if s.rusage else 0.0
+        extra: dict = {"slot": slot.index}
+        oom = False
+        if cg is not None:
+            try:
+                peak = cg.peak_bytes() / (1 << 20)
+                cg_cpu = cg.cpu_seconds()
+                if cg_cpu is not None:
+                    cpu = cg_cpu
+                oom = cg.oom_killed()
+                refused = cg.pids_refused()
+                if refused:
+                    extra["forks_refused"] = refused
+            except OSError:
+                pass
+            cg.reset()
+        else:
+            extra["peak_memory"] = "largest single process (ru_maxrss)"
+        res = RunResult(RunStatus.ok, code, bytes(s.stdout), bytes(s.stderr), round(s.wall_time_s, 4),
+                        round(cpu, 4), round(peak, 2), extra=extra)
+        compiled = True
+        if language == "cpp":
+            res.compile_output = bytes(s.compile_output).decode(errors="replace")[-4000:]
+            st = bytes(s.compile_status).strip()
+            compiled = st == b"0"
+            if st and not compiled:
+                res.status, res.detail = RunStatus.compile_error, f"compilation failed (g++ exit {st.decode()})"
+                if oom or any(p in s.compile_output for p in _MEMORY_PATTERNS):
+                    res.detail += ", out of memory"
+                return res
+
+        if s.killed_for == "setup":
+            res.status = RunStatus.sandbox_error
+            res.detail = "bwrap did not start: " + bytes(s.stderr[:500]).decode(errors="replace")
+        elif s.killed_for == "output_limit":
+            res.status, res.detail = RunStatus.output_limit, f"more than {limits.output_bytes} bytes of output; killed"
+        elif s.killed_for == "timeout":
+            res.status = RunStatus.timeout
+            res.detail = f"wall time limit {limits.wall_time_s}s exceeded; killed"
+            if not compiled:
+                res.detail += " (while compiling)"
+        elif not compiled:
+            # The session died during compilation without a status: a signal or a limit hit the compiler.
+            res.status, res.detail = RunStatus.compile_error, f"compiler killed (exit {code})"
+            if oom:
+                res.detail += ", out of memory"
+        elif code == 0:
+            res.status = RunStatus.ok
+        elif code == -signal.SIGXCPU:
+            res.status, res.detail = RunStatus.timeout, f"CPU time limit {limits.cpu_time_s}s exceeded"
+        elif oom:
+            res.status, res.detail = RunStatus.memory_limit, f"memory limit {limits.memory_mb} MB exceeded (OOM kill)"
+        elif code == -signal.SIGKILL and cpu >= max(1, math.ceil(limits.cpu_time_s)):
+            res.status, res.detail = RunStatus.timeout, f"CPU time limit {limits.cpu_time_s}s exceeded"
+        elif any(p in s.stderr[-4096:] for p in _MEMORY_PATTERNS):
+            res.status, res.detail = RunStatus.memory_limit, f"memory limit {limits.memory_mb} MB exceeded"
+        elif code < 0:
+            res.status, res.detail = RunStatus.runtime_error, f"killed by {signal.Signals(-code).name}"
+        elif code == 1 and not s.stdout and s.stderr.startswith(b"bwrap: "):
+            res.status, res.detail = RunStatus.sandbox_error, "bwrap could not set up the sandbox"
+        else:
+            res.status, res.detail = RunStatus.runtime_error, f"exit code {code}"
+        return res
+
+
+def _wait_readable(fd: int, timeout_s: float) -> None:
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        sel.select(timeout_s)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
