@@ -170,6 +170,15 @@ def test_overwriting_harness_files_and_killing_the_harness_earns_nothing(gt):
     assert v.reward == 0.0
 
 
+def test_a_test_importing_the_solution_module_never_runs_it_in_the_harness():
+    gt = {"test_list": ["from solution import answer\nassert answer(1) == 'x'", "assert True"]}
+    code = "import os\nos.kill(os.getpid(), 9)\ndef answer(x):\n    return 'x'\n"
+    v = score(code, gt)
+    # Killed in each test's child, the program fails both tests; had it run inside the harness
+    # (to preload the test's imports), there would be no report at all.
+    assert v.detail["statuses"] == {"runtime_error": 2}
+
+
 # ---------------------------------------------------------------- looking for the expected outputs
 
 SNOOP = r'''

@@ -9,11 +9,13 @@ sandbox; they are compared here.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 import json
 import marshal
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -137,6 +139,21 @@ def _parse_python(source: str, what: str) -> tuple[str, frozenset[str]]:
     return prepared, frozenset(imports)
 
 
+def _stdlib_imports(code: str) -> set[str]:
+    """Top-level modules the solution imports (the harness preloads the stdlib ones)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 def _sandbox_asserts(suite: Suite) -> tuple[list[dict], list[str]]:
     """The assert tests as the harness runs them: comparisons sanitized; the modules they import."""
     out, imports = [], set()
@@ -240,6 +257,10 @@ def _judge(suite: Suite, code: str, language: str, options: CodeOptions) -> Verd
         "memory_mb": options.memory_mb, "budget_s": budget,
         "stop_on_failure": options.stop_on_first_failure or options.all_or_nothing,
         "compile_timeout_s": COMPILE_TIMEOUT_S,
+        # Never a module of the session's own directory (e.g. `solution`): that would run the
+        # candidate inside the trusted harness.
+        "preload": sorted((set(imports) | (_stdlib_imports(code) if language == "python" and len(suite) > 1
+                                           else set())) & sys.stdlib_module_names),
     }
     wall = budget + (COMPILE_TIMEOUT_S if language == "cpp" else 0) + 3.0
     limits = Limits(wall_time_s=wall, cpu_time_s=2 * wall, memory_mb=options.memory_mb + 512, max_processes=64,
