@@ -133,6 +133,21 @@ def test_memory_bomb_is_a_memory_limit(sandbox):
     assert r.status == RunStatus.memory_limit, r
 
 
+def test_a_program_that_outlives_its_childs_memory_bomb_succeeds_and_says_so(sandbox):
+    parent = (
+        "import os\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    chunks = []\n"
+        "    while True:\n"
+        "        chunks.append(bytearray(16 << 20))\n"
+        "print(os.waitpid(pid, 0)[1])\n"
+    )
+    r = run_py(sandbox, parent, limits=Limits(wall_time_s=10, cpu_time_s=10, memory_mb=128))
+    assert r.status == RunStatus.ok, r
+    assert r.stdout == b"9\n"  # the child died of SIGKILL
+    assert "out-of-memory" in r.detail
+
 def test_cpp_memory_bomb_is_a_memory_limit(sandbox):
     bomb = ("#include <cstring>\n#include <vector>\n"
             "int main() { std::vector<char*> v; for (;;) { char *p = new char[1 << 24];"
