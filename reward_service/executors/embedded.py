@@ -5,7 +5,8 @@ a small chunk of items and watches the clock for the item being scored; an
 item past its limit gets ``timeout`` and its worker is killed and replaced
 (a verifier stuck in C code can't be interrupted any other way). Chunks
 from concurrent requests are taken round-robin, so a big batch can't starve
-a small one.
+a small one. The kill-on-overrun driver lives in ``supervised`` (RQ workers use
+it too).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from reward_service import metrics
 from reward_service.config import Settings
 from reward_service.executors.base import Executor, Job, Outcome, timed_out
+from reward_service.executors.supervised import ScoringProcess, run_items
 
 log = logging.getLogger(__name__)
 
@@ -101,49 +103,13 @@ class _RoundRobin:
             self._cv.notify_all()
 
 
-class _Worker:
-    """One worker process and the pipe to it."""
-
-    def __init__(self, ctx, memory_mb: int) -> None:
-        self._ctx = ctx
-        self._memory_mb = memory_mb
-        self.proc = None
-        self.conn = None
-
-    def start(self, timeout_s: float = 120.0) -> None:
-        from reward_service.executors import worker_process
-
-        parent, child = self._ctx.Pipe()
-        self.proc = self._ctx.Process(target=worker_process.main, args=(child, self._memory_mb), daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn = parent
-        if not parent.poll(timeout_s) or parent.recv() != "ready":
-            self.kill()
-            raise RuntimeError("scoring worker did not start")
-        metrics.WORKERS.inc()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.is_alive()
-
-    def kill(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
-        self.proc = None
-        metrics.WORKERS.dec()
-
-
 class EmbeddedExecutor(Executor):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["reward_service.executors.worker_process"])
+        self._ctx.set_forkserver_preload(["reward_service.executors.worker_process", "reward_service.executors.supervised"])
         self._sched = _RoundRobin()
-        self._workers = [_Worker(self._ctx, settings.worker_memory_mb) for _ in range(settings.workers)]
+        self._workers = [ScoringProcess(self._ctx, settings.worker_memory_mb) for _ in range(settings.workers)]
         self._threads: list[threading.Thread] = []
         self._ready = False
         self._stopping = False
@@ -193,7 +159,7 @@ class EmbeddedExecutor(Executor):
             batch.expire()
             raise
 
-    def _serve(self, worker: _Worker) -> None:
+    def _serve(self, worker: ScoringProcess) -> None:
         while True:
             chunk = self._sched.get()
             if chunk is None:
@@ -206,54 +172,16 @@ class EmbeddedExecutor(Executor):
                     chunk.batch.set(i, Outcome(0.0, "error", {"error": "internal error in the worker pool"}))
                 self._replace(worker, "crash")
 
-    def _replace(self, worker: _Worker, reason: str) -> None:
+    def _replace(self, worker: ScoringProcess, reason: str) -> None:
         worker.kill()
         metrics.WORKER_RESTARTS.labels(reason).inc()
         if not self._stopping:
             worker.start()
 
-    def _run_chunk(self, worker: _Worker, chunk: _Chunk) -> None:
+    def _run_chunk(self, worker: ScoringProcess, chunk: _Chunk) -> None:
         batch = chunk.batch
         pending = [i for i in chunk.indices if batch.outcomes[i] is None]
         if not pending or batch.done:
             return
-        if not worker.alive():
-            self._replace(worker, "crash")
-        worker.conn.send([(i, batch.jobs[i]) for i in pending])
-        started = time.monotonic()
-        while pending:
-            i = pending[0]
-            limit = started + batch.jobs[i].timeout_s
-            if batch.deadline is not None:
-                limit = min(limit, batch.deadline + 0.5)
-            try:
-                ready = worker.conn.poll(max(0.0, limit - time.monotonic()))
-                msg = worker.conn.recv() if ready else None
-            except (EOFError, OSError):
-                msg = "died"
-            if isinstance(msg, tuple):
-                idx, outcome = msg
-                batch.set(idx, outcome)
-                pending.pop(0)
-                started = time.monotonic()
-                if batch.done and pending:  # expired meanwhile: don't finish its chunk
-                    self._replace(worker, "batch_expired")
-                    return
-                continue
-            # The item overran its limit, or the worker died under it.
-            if msg == "died":
-                code = worker.proc.exitcode if worker.proc else None
-                batch.set(i, Outcome(0.0, "error", {"error": f"scoring worker died (exit code {code}) while scoring this item"}))
-                self._replace(worker, "crash")
-            elif batch.deadline is not None and time.monotonic() >= batch.deadline:
-                self._replace(worker, "batch_expired")
-                for j in pending:
-                    batch.set(j, timed_out(batch.jobs[j], "batch deadline reached before this item was scored"))
-                return
-            else:
-                batch.set(i, timed_out(batch.jobs[i], f"verifier exceeded the {batch.jobs[i].timeout_s:g} s item limit; stopped"))
-                self._replace(worker, "timeout")
-            pending.pop(0)
-            if pending:
-                worker.conn.send([(j, batch.jobs[j]) for j in pending])
-                started = time.monotonic()
+        run_items(worker, [(i, batch.jobs[i]) for i in pending], deadline=batch.deadline, emit=batch.set,
+                  cancelled=lambda: batch.done, replace=lambda reason: self._replace(worker, reason))
