@@ -177,7 +177,8 @@ def unanswered(prom: str) -> list[str]:
 def test_dashboard_has_the_required_panels():
     titles = {t for t, _ in dashboard_queries()}
     for wanted in ("Reward throughput by task", "Item latency p50 / p95 / p99", "Status breakdown",
-                   "Mean reward by task", "Scoring workers alive", "Worker restarts by reason"):
+                   "Mean reward by task", "Scoring processes alive", "Worker restarts by reason", "Queue depth",
+                   "Sandbox outcomes"):
         assert wanted in titles
 
 
@@ -216,7 +217,8 @@ def test_every_dashboard_query_has_data_from_the_embedded_service(tmp_path):
 
 
 # Substrings of the queries that only the distributed mode (Redis + RQ workers) can answer.
-DISTRIBUTED_ONLY = ("reward_queue", "reward_rq", "reward_sandbox", 'job="reward-worker"')
+DISTRIBUTED_ONLY = ("reward_queue_", "reward_redis_up", "reward_sandbox_runs", "reward_worker_chunks",
+                    'job="reward-worker"')
 
 
 @needs_prometheus
