@@ -96,7 +96,8 @@ def service_env(**extra: str) -> dict[str, str]:
         # ifeval items get a limit no item can meet, so timeouts (and the worker
         # restarts they cause) show up; math and mcq keep their defaults.
         "REWARD_SERVICE_TASK_TIMEOUTS": json.dumps({"ifeval": 0.001}),
-        # math/mcq/ifeval never run code: keep this independent of the code sandbox.
+        # The only code run here is this file's own two snippets: no isolation needed,
+        # and the test doesn't depend on whether a code sandbox works on this machine.
         "REWARD_SERVICE_SANDBOX_BACKEND": "unsafe",
         "REWARD_SERVICE_SANDBOX_REQUIRED": "false",
         "REWARD_SERVICE_LOG_LEVEL": "warning",
@@ -113,6 +114,11 @@ def traffic(round_no: int) -> list[dict]:
         {"task": "math", "completion": f"\\boxed{{{n + 3}}}", "ground_truth": str(n + 4)},
         {"task": "mcq", "completion": f"Round {n}. The answer is (B).", "ground_truth": "B"},
         {"task": "mcq", "completion": f"Round {n}. The answer is (A).", "ground_truth": ["not", "a", "letter"]},
+        # Code runs feed the sandbox-outcome panel: one passes, one crashes.
+        {"task": "code", "completion": f"```python\n# {n}\nprint(sum(map(int, input().split())))\n```",
+         "ground_truth": {"inputs": ["1 2\n"], "outputs": ["3\n"]}},
+        {"task": "code", "completion": f"```python\nraise SystemExit({n + 1})\n```",
+         "ground_truth": {"inputs": ["1 2\n"], "outputs": ["3\n"]}},
         # Language detection over a long response takes far longer than its 1 ms limit.
         {"task": "ifeval", "prompt": "Answer in English.", "completion": f"Round {n}. " + "The cat sat on the mat. " * 2000,
          "ground_truth": {"instruction_id_list": ["language:response_language"], "kwargs": [{"language": "en"}]}},
