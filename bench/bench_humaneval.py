@@ -9,6 +9,9 @@ canonical programs three ways:
 (c) the floor: each program + test + ``check(entry_point)`` run sequentially
     with a bare ``python3 -I -c`` and no isolation at all.
 
+For reading the gap it also times the sandbox's own floor: 164 sequential
+``run("python", "pass")`` sessions of the chosen backend.
+
     python bench/bench_humaneval.py [--backend process|docker] [--url URL] [--workers 2]
 """
 from __future__ import annotations
@@ -75,6 +78,17 @@ def bare_loop(rows: list[dict], python: str) -> tuple[float, int]:
     return time.perf_counter() - t0, passed
 
 
+def sandbox_floor(n: int) -> float:
+    import sandbox
+
+    box = sandbox.get_sandbox()
+    box.run("python", "pass")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        box.run("python", "pass")
+    return time.perf_counter() - t0
+
+
 def report_wrong(label: str, results: list[dict], want: float) -> int:
     wrong = [r for r in results if r["reward"] != want]
     for r in wrong[:5]:
@@ -124,6 +138,7 @@ def main() -> int:
 
     bare_s, bare_passed = bare_loop(rows, args.python)
     n = len(rows)
+    floor_s = sandbox_floor(n)
     print(f"canonical solutions scoring 1.0: {n - sum(r['reward'] != 1.0 for r in proc_results)}/{n}; "
           f"'return None' bodies scoring 0: {n - sum(r['reward'] != 0.0 for r in bad_results)}/{n}; "
           f"bare loop passing: {bare_passed}/{n}")
@@ -133,6 +148,7 @@ def main() -> int:
         lines.append((f"(a) POST /score, {args.backend} sandbox, {args.workers} workers", svc_s))
     lines.append((f"(b) in-process verifiers.score, {args.workers} threads", proc_s))
     lines.append((f"(c) bare sequential {shutil.which(args.python) or args.python} -I -c", bare_s))
+    lines.append((f"    (sandbox floor: sequential run('python', 'pass'))", floor_s))
     for label, s in lines:
         print(f"{label:<52}{s:>9.2f}{n / s:>9.1f}{bare_s / s:>8.2f}x")
     if failures:
