@@ -121,6 +121,12 @@ def test_stdio_solution_buffering_its_own_output_is_flushed():
     assert score(py(code), ADD_STDIO).reward == 1.0
 
 
+def test_mbpp_row_with_extra_keys_uses_its_test_list():
+    gt = {"task_id": 2, "text": "double a number", "code": "def double(x): return 2*x", "test": "",
+          "test_list": ["assert double(2) == 4"], "challenge_test_list": []}
+    assert score(py("def double(x):\n    return 2 * x\n"), gt).reward == 1.0
+
+
 # ---------------------------------------------------------------- comparison
 
 FLOAT_GT = {"inputs": [""], "outputs": ["0.333333333\n"]}

@@ -105,7 +105,7 @@ def parse_ground_truth(gt: Any) -> Suite:
         raise InvalidInput(SHAPES)
     if "inputs" in gt or "outputs" in gt:
         return _io_suite(gt)
-    if "test" in gt:
+    if "test" in gt and ("entry_point" in gt or "test_list" not in gt):
         test, entry = gt.get("test"), gt.get("entry_point")
         if not isinstance(test, str) or not isinstance(entry, str) or not entry.isidentifier():
             raise InvalidInput(f'"test" must be a string and "entry_point" a function name; {SHAPES}')
