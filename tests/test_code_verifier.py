@@ -194,6 +194,11 @@ def test_memory_limit_is_reported():
     assert v.detail["first_failure"]["status"] == "memory_limit"
 
 
+def test_flooding_stdout_is_an_output_limit():
+    v = score(py("import sys\nsys.stdout.write('x' * (8 << 20))\n"), {"inputs": [""], "outputs": ["x"]})
+    assert v.detail["first_failure"]["status"] == "output_limit"
+
+
 def test_runtime_error_shows_the_traceback():
     v = score(py("print(1 // 0)\n"), {"inputs": [""], "outputs": ["1"]})
     f = v.detail["first_failure"]

@@ -443,7 +443,13 @@ def _run_one(spec: dict, index: int, code, prepared: dict, timeout_s: float) -> 
     nonce = os.urandom(16).hex().encode()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:  # e.g. an earlier test's processes escaped its group and hold the pid limit
+        for fd in (stdin_fd, out_r, out_w, err_r, err_w, res_r, res_w):
+            if fd is not None:
+                os.close(fd)
+        return {"status": "runtime_error", "error": f"could not start the test: {e}", "time_s": 0.0}
     if pid == 0:
         try:
             for fd in (out_r, err_r, res_r):
