@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import verifiers
 from reward_service.config import Settings, get_settings
-from reward_service.executors.base import Executor
+from reward_service.executors.base import BackendUnavailable, Executor
 from reward_service.models import ErrorResponse, ScoreRequest, ScoreResponse, TaskInfo, TasksResponse
 from reward_service.scoring import Scorer
 
@@ -161,6 +161,13 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
 
     from reward_service.integrations.openrlhf import router as openrlhf_router
     app.include_router(openrlhf_router)
+
+    from reward_service.jobs import router as jobs_router
+    app.include_router(jobs_router)
+
+    @app.exception_handler(BackendUnavailable)
+    async def backend_unavailable(request: Request, exc: BackendUnavailable):
+        return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "5"})
 
     return app
 

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     sandbox_required: bool = Field(True, description="Refuse to start when the sandbox backend can't work. Set false to serve the other tasks anyway (code items then get `error`).")
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REWARD_SERVICE_REDIS_URL", "REDIS_URL"),
                                   description="Redis URL (also read from `REDIS_URL`). When set, batches are scored by RQ workers instead of the embedded pool.")
+    distributed_timeout_s: float = Field(600.0, gt=0, description="Distributed mode: deadline of a batch when neither the request nor `REWARD_SERVICE_BATCH_TIMEOUT_S` gives one, so no request waits forever on a missing worker.")
+    chunk_retries: int = Field(2, ge=0, description="Distributed mode: times a chunk is re-queued after its worker died under it; past that its items get `error`.")
+    lost_chunk_after_s: float = Field(4.0, gt=0, description="Distributed mode: a running chunk whose worker sent no heartbeat for this long counts as lost (its worker died).")
+    redis_timeout_s: float = Field(2.0, gt=0, description="Distributed mode: how long to wait for Redis before answering 503.")
+    job_result_ttl_s: float = Field(3600.0, gt=0, description="How long `GET /jobs/{id}` keeps a finished job's results.")
+    job_max_items: int = Field(1_000_000, ge=1, description="Most items one `POST /jobs` may carry (413 beyond).")
     log_level: str = Field("info", description="Log level.")
 
     def timeout_for(self, task: str, default: float) -> float:

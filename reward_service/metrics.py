@@ -15,4 +15,17 @@ BATCH_SIZE = Histogram("reward_batch_items", "Items per scoring request.",
 BATCH_LATENCY = Histogram("reward_batch_seconds", "Time to answer one scoring request.", buckets=LATENCY_BUCKETS)
 IN_FLIGHT = Gauge("reward_items_in_flight", "Items accepted and not yet scored.")
 WORKER_RESTARTS = Counter("reward_worker_restarts_total", "Scoring workers replaced, by reason.", ["reason"])
-WORKERS = Gauge("reward_workers", "Scoring worker processes alive.")
+WORKERS = Gauge("reward_workers", "Scoring worker processes alive.", multiprocess_mode="livesum")
+
+# Distributed mode. Worker hosts also count ITEMS, ITEM_LATENCY, WORKERS and WORKER_RESTARTS
+# (aggregated over the host's worker processes); the API counts every item too, so filter by job.
+SANDBOX_RUNS = Counter("reward_sandbox_runs_total", "Code items' sandbox outcome, by backend and status.",
+                       ["backend", "status"])
+WORKER_CHUNKS = Counter("reward_worker_chunks_total", "Chunks (RQ jobs) executed by workers, by queue.", ["queue"])
+QUEUE_DEPTH = Gauge("reward_queue_depth", "Chunks waiting in each RQ queue.", ["queue"])
+QUEUE_WORKERS = Gauge("reward_queue_workers", "Live worker processes serving each RQ queue.", ["queue"])
+REDIS_UP = Gauge("reward_redis_up", "1 when the API reached Redis at its last check.")
+CHUNK_RETRIES = Counter("reward_chunk_retries_total", "Chunks re-queued because their worker died.", ["queue"])
+CHUNKS_LOST = Counter("reward_chunks_lost_total", "Chunks given up on after their retries; their items get error.",
+                      ["queue"])
+ASYNC_JOBS = Counter("reward_async_jobs_total", "/jobs batches finished, by status.", ["status"])

@@ -40,6 +40,10 @@ def timed_out(job: Job, why: str) -> Outcome:
     return Outcome(0.0, "timeout", {"error": why, "limit_s": job.timeout_s}, job.timeout_s * 1000)
 
 
+class BackendUnavailable(RuntimeError):
+    """The executor's backend (e.g. Redis) can't be reached; the API answers 503 with this message."""
+
+
 class Executor(ABC):
     @abstractmethod
     async def start(self) -> None: ...
