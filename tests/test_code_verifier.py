@@ -40,7 +40,7 @@ def test_language_comes_from_options_when_the_fence_has_none():
 def test_cpp_compile_error_scores_zero_with_diagnostics():
     v = score("```c++\nint main( { return 0 }\n```", ADD_STDIO)
     assert (v.reward, v.status) == (0.0, "ok")
-    assert v.detail["error"] == "compile error"
+    assert v.detail["reason"] == "compile error"
     assert "error" in v.detail["compile_output"]
 
 
@@ -211,7 +211,7 @@ def test_runtime_error_shows_the_traceback():
 def test_no_code_block_scores_zero_with_ok_status():
     v = score("The answer is to add the numbers.", ADD_STDIO)
     assert (v.reward, v.status) == (0.0, "ok")
-    assert "no fenced code block" in v.detail["error"]
+    assert "no fenced code block" in v.detail["reason"]
 
 
 def test_only_code_after_think_counts():
@@ -223,7 +223,7 @@ def test_only_code_after_think_counts():
 def test_unsupported_fence_language_scores_zero():
     v = score("```java\nclass A {}\n```", ADD_STDIO)
     assert (v.reward, v.status) == (0.0, "ok")
-    assert "unsupported language" in v.detail["error"]
+    assert "unsupported language" in v.detail["reason"]
 
 
 @pytest.mark.parametrize("gt", [

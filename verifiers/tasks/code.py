@@ -232,16 +232,16 @@ def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt
     suite = parse_ground_truth(ground_truth)
     response = strip_thinking(completion, options.think)
     if response is None:
-        return Verdict(0.0, "ok", {"error": "no </think>: the reasoning never finished", "passed": 0, "total": len(suite)})
+        return Verdict(0.0, "ok", {"reason": "no </think> in completion and think=require", "passed": 0, "total": len(suite)})
     block = last_code_block(response)
     if block is None or not block.code.strip():
-        return Verdict(0.0, "ok", {"error": "no fenced code block in the response", "passed": 0, "total": len(suite)})
+        return Verdict(0.0, "ok", {"reason": "no fenced code block in the response", "passed": 0, "total": len(suite)})
     language = FENCE_LANGUAGES.get(block.language, options.language if not block.language else None)
     if language is None:
-        return Verdict(0.0, "ok", {"error": f"unsupported language {block.language!r} (python or cpp)",
+        return Verdict(0.0, "ok", {"reason": f"unsupported language {block.language!r} (python or cpp)",
                                    "passed": 0, "total": len(suite)})
     if suite.mode == "assert" and language != "python":
-        return Verdict(0.0, "ok", {"error": "assert-based tests need a Python solution", "language": language,
+        return Verdict(0.0, "ok", {"reason": "assert-based tests need a Python solution", "language": language,
                                    "passed": 0, "total": len(suite)})
     return _judge(suite, block.code, language, options)
 
@@ -280,13 +280,13 @@ def _judge(suite: Suite, code: str, language: str, options: CodeOptions) -> Verd
     if report is None:
         # The harness never crashes on a bad program, so a missing report means the
         # session was killed or tampered with: nothing is credited.
-        detail["error"] = f"the test harness produced no report (sandbox status {run.status.value})"
+        detail["reason"] = f"the test harness produced no report (sandbox status {run.status.value})"
         if run.stderr:
             detail["stderr"] = _clip(run.stderr.decode(errors="replace")[-2000:], 1000)
         return Verdict(0.0, "ok", detail)
     compiled = report.get("compile") or {}
     if not compiled.get("ok"):
-        detail["error"] = "compile error"
+        detail["reason"] = "compile error"
         detail["compile_output"] = _clip(str(compiled.get("output", "")), 2000)
         return Verdict(0.0, "ok", detail)
     return _score(suite, report["results"], options, detail)
