@@ -52,6 +52,13 @@ _MEMORY_PATTERNS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory"
                     b"memory exhausted")
 
 
+def _default_state_dir() -> str:
+    """Where slot lock files live: shared by every worker process of one service."""
+    if os.geteuid() == 0:
+        return "/run/reward-service-sandbox"
+    return os.path.join(tempfile.gettempdir(), f"reward-service-sandbox-{os.geteuid()}")
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
 
@@ -68,15 +75,13 @@ class ProcessConfig:
     prlimit: str = "/usr/bin/prlimit"
     uid_base: int = 3_000_000
     slots: int = 32
-    state_dir: str = ""
+    state_dir: str = field(default_factory=lambda: _default_state_dir())
     cgroups: bool = True
     ro_binds: tuple[str, ...] = ()
     tmpfs_min_mb: int = 64
 
     @classmethod
     def from_env(cls) -> "ProcessConfig":
-        default_state = ("/run/reward-service-sandbox" if os.geteuid() == 0
-                         else os.path.join(tempfile.gettempdir(), f"reward-service-sandbox-{os.geteuid()}"))
         return cls(
             bwrap=_env("BWRAP", shutil.which("bwrap") or "/usr/bin/bwrap"),
             python=_env("PYTHON", "/usr/bin/python3"),
@@ -85,7 +90,7 @@ class ProcessConfig:
             cxxflags=tuple(shlex.split(_env("CXXFLAGS", "-O2 -std=c++17"))),
             uid_base=int(_env("UID_BASE", "3000000")),
             slots=int(_env("SLOTS", "32")),
-            state_dir=_env("STATE_DIR", default_state),
+            state_dir=_env("STATE_DIR", _default_state_dir()),
             cgroups=_env("CGROUPS", "auto").lower() not in ("0", "off", "no", "false"),
             ro_binds=tuple(p for p in _env("RO_BINDS", "").split(":") if p),
             tmpfs_min_mb=int(_env("TMPFS_MB", "64")),
@@ -314,6 +319,8 @@ class ProcessSandbox(Sandbox):
             if not finished or s.killed_for is not None:
                 self._kill(proc.pid, inner_pidfd)
             _, status, rusage = os.wait4(proc.pid, 0)
+            if s.killed_for == "setup":
+                s.stderr += _read_available(proc.stderr.fileno(), 4096)
             proc.returncode = os.waitstatus_to_exitcode(status)
             s.wall_time_s = time.monotonic() - t0
             s.exit_status, s.rusage = status, rusage
@@ -482,7 +489,8 @@ class ProcessSandbox(Sandbox):
         cpu = (s.rusage.ru_utime + s.rusage.ru_stime) if s.rusage else 0.0
         if s.inner_cpu_s is not None:
             cpu += s.inner_cpu_s
-        peak = s.rusage.ru_maxrss / 1024 if s.rusage else 0.0
+        # Without cgroups there is no honest peak: bwrap's ru_maxrss is the forked service's, not the program's.
+        peak = 0.0
         extra: dict = {"slot": slot.index}
         oom = False
         if cg is not None:
@@ -499,7 +507,7 @@ class ProcessSandbox(Sandbox):
                 pass
             cg.reset()
         else:
-            extra["peak_memory"] = "largest single process (ru_maxrss)"
+            extra["measured"] = "no cgroups: peak memory unmeasured, CPU time best effort"
         res = RunResult(RunStatus.ok, code, bytes(s.stdout), bytes(s.stderr), round(s.wall_time_s, 4),
                         round(cpu, 4), round(peak, 2), extra=extra)
         compiled = True
@@ -551,6 +559,14 @@ def _wait_readable(fd: int, timeout_s: float) -> bool:
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         return bool(sel.select(timeout_s))
+
+
+def _read_available(fd: int, limit: int) -> bytes:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return b""
 
 
 def _become_subreaper() -> bool:
