@@ -17,6 +17,7 @@ limited.
 from __future__ import annotations
 
 import contextlib
+import glob
 import ctypes
 import json
 import logging
@@ -79,6 +80,7 @@ class ProcessConfig:
     cgroups: bool = True
     ro_binds: tuple[str, ...] = ()
     tmpfs_min_mb: int = 64
+    site_packages: bool = False
 
     @classmethod
     def from_env(cls) -> "ProcessConfig":
@@ -94,6 +96,7 @@ class ProcessConfig:
             cgroups=_env("CGROUPS", "auto").lower() not in ("0", "off", "no", "false"),
             ro_binds=tuple(p for p in _env("RO_BINDS", "").split(":") if p),
             tmpfs_min_mb=int(_env("TMPFS_MB", "64")),
+            site_packages=_env("SITE_PACKAGES", "hide").lower() in ("show", "1", "yes", "true"),
         )
 
 
@@ -110,6 +113,23 @@ def _root_view(extra: tuple[str, ...]) -> list[str]:
             args += ["--ro-bind", path, path]
     for path in extra:
         args += ["--ro-bind", path, path]
+    return args
+
+
+def _hide_site_packages() -> list[str]:
+    """Empty, read-only mounts over the system's site-packages: sandboxed Python gets the stdlib only.
+
+    Also saves milliseconds per run: ``.pth`` hooks there (setuptools'
+    distutils hack, distribution and host add-ons) are imported at every
+    interpreter start.
+    """
+    dirs = sorted({*glob.glob("/usr/lib/python3*/dist-packages"), *glob.glob("/usr/lib/python3*/site-packages"),
+                   *glob.glob("/usr/local/lib/python3*/dist-packages"),
+                   *glob.glob("/usr/local/lib/python3*/site-packages")})
+    args: list[str] = []
+    for d in dirs:
+        if os.path.isdir(d) and not os.path.islink(d):
+            args += ["--size", "4096", "--tmpfs", d, "--remount-ro", d]
     return args
 
 
@@ -137,6 +157,8 @@ class ProcessSandbox(Sandbox):
         self._subreaper = False
         self._pool_lock = threading.Lock()
         self._root_args = _root_view(self.config.ro_binds)
+        if not self.config.site_packages:
+            self._root_args += _hide_site_packages()
 
     # -- setup -------------------------------------------------------------------------
 
