@@ -10,7 +10,10 @@ canonical programs three ways:
     with a bare ``python3 -I -c`` and no isolation at all.
 
 For reading the gap it also times the sandbox's own floor: 164 sequential
-``run("python", "pass")`` sessions of the chosen backend.
+``run("python", "pass")`` sessions of the chosen backend. With
+``--stdio-tests N`` it also times 164 stdin/stdout items of N tests each (one
+sandbox session per item) against N bare interpreter runs per item, where
+running all tests of a completion in one session pays off.
 
     python bench/bench_humaneval.py [--backend process|docker] [--url URL] [--workers 2]
 """
@@ -89,6 +92,33 @@ def sandbox_floor(n: int) -> float:
     return time.perf_counter() - t0
 
 
+STDIO_SOLUTION = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
+
+
+def stdio_items(n_items: int, n_tests: int) -> list[dict]:
+    import random
+
+    rng = random.Random(7)
+    items = []
+    for i in range(n_items):
+        cases = [[rng.randint(-10**6, 10**6) for _ in range(rng.randint(1, 50))] for _ in range(n_tests)]
+        items.append({"id": f"sum-{i}", "task": "code", "completion": f"```python\n{STDIO_SOLUTION}```",
+                      "ground_truth": {"inputs": [" ".join(map(str, c)) + "\n" for c in cases],
+                                       "outputs": [f"{sum(c)}\n" for c in cases]}})
+    return items
+
+
+def bare_stdio(items: list[dict], python: str) -> tuple[float, int]:
+    passed = 0
+    t0 = time.perf_counter()
+    for it in items:
+        gt = it["ground_truth"]
+        for inp, out in zip(gt["inputs"], gt["outputs"]):
+            p = subprocess.run([python, "-I", "-c", STDIO_SOLUTION], input=inp.encode(), capture_output=True, timeout=60)
+            passed += p.stdout.split() == out.encode().split()
+    return time.perf_counter() - t0, passed
+
+
 def report_wrong(label: str, results: list[dict], want: float) -> int:
     wrong = [r for r in results if r["reward"] != want]
     for r in wrong[:5]:
@@ -106,6 +136,7 @@ def main() -> int:
     ap.add_argument("--python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
                     help="interpreter of the bare loop (default: the one the sandbox runs)")
     ap.add_argument("--skip-service", action="store_true")
+    ap.add_argument("--stdio-tests", type=int, default=0, help="also time stdin/stdout items with this many tests")
     args = ap.parse_args()
     os.environ["REWARD_SERVICE_SANDBOX_BACKEND"] = args.backend
 
@@ -129,6 +160,10 @@ def main() -> int:
             via_service(good[:4], url)  # warm the workers: imports, sandbox setup
             svc_s, svc_results = via_service(good, url)
             failures += report_wrong("service canonical", svc_results, 1.0)
+            if args.stdio_tests:
+                multi = stdio_items(len(rows), args.stdio_tests)
+                multi_s, multi_results = via_service(multi, url)
+                failures += report_wrong("service stdin/stdout", multi_results, 1.0)
 
         in_process(good[:4], args.workers)
         proc_s, proc_results = in_process(good, args.workers)
@@ -151,6 +186,13 @@ def main() -> int:
     lines.append((f"    (sandbox floor: sequential run('python', 'pass'))", floor_s))
     for label, s in lines:
         print(f"{label:<52}{s:>9.2f}{n / s:>9.1f}{bare_s / s:>8.2f}x")
+    if args.stdio_tests and svc_s is not None:
+        multi_bare_s, multi_passed = bare_stdio(multi, args.python)
+        tests = len(multi) * args.stdio_tests
+        print(f"\n{len(multi)} stdin/stdout items x {args.stdio_tests} tests (bare passing {multi_passed}/{tests})")
+        print(f"{'(a) POST /score, one session per item':<52}{multi_s:>9.2f}{len(multi) / multi_s:>9.1f}"
+              f"{multi_bare_s / multi_s:>8.2f}x")
+        print(f"{'(c) bare: one interpreter per test':<52}{multi_bare_s:>9.2f}{len(multi) / multi_bare_s:>9.1f}{1:>8.2f}x")
     if failures:
         print(f"\nFAIL: {failures} items scored unexpectedly")
         return 1
