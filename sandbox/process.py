@@ -230,15 +230,18 @@ class ProcessSandbox(Sandbox):
             if not name or name.startswith("/") or ".." in name.split("/") or name in ("main.py", "main.cpp", "main"):
                 return RunResult(RunStatus.sandbox_error, detail=f"refusing extra file name {name!r}")
         files["main.py" if language == "python" else "main.cpp"] = source.encode()
+        too_big = [name for name, data in files.items() if len(data) > limits.file_size_mb << 20]
+        if too_big:  # bwrap would die of SIGXFSZ copying them in
+            return RunResult(RunStatus.sandbox_error, detail=f"files over file_size_mb={limits.file_size_mb}: {too_big}")
         try:
             slot = self.pool.acquire()
         except (OSError, TimeoutError) as e:
             return RunResult(RunStatus.sandbox_error, detail=f"no sandbox slot: {e}")
         try:
             return self._run_in_slot(slot, language, files, stdin, limits, list(argv or []))
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - a broken sandbox must not look like a broken program
             log.exception("process sandbox failed")
-            return RunResult(RunStatus.sandbox_error, detail=f"sandbox failure: {e}")
+            return RunResult(RunStatus.sandbox_error, detail=f"sandbox failure: {type(e).__name__}: {e}")
         finally:
             self.pool.release(slot)
 

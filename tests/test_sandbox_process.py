@@ -164,6 +164,12 @@ def test_runs_from_many_threads_stay_separate(sandbox):
     assert {i: (r.status, r.stdout) for i, r in results.items()} == {i: (RunStatus.ok, f"{i}\n".encode()) for i in range(6)}
 
 
+def test_program_inherits_only_stdin_stdout_and_stderr(sandbox):
+    src = "import os\nprint(sorted(int(f) for f in os.listdir('/proc/self/fd')))"
+    r = sandbox.run("python", src, files={"extra.txt": b"x"})
+    assert r.stdout == b"[0, 1, 2, 3]\n"  # 3: the directory listing itself
+
+
 def test_check_explains_a_missing_bwrap():
     sb = ProcessSandbox(ProcessConfig(bwrap="/nonexistent/bwrap"))
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
