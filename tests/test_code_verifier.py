@@ -77,6 +77,12 @@ def test_apps_style_string_arguments_and_wrapped_outputs():
     assert score(py("def mul(a, b):\n    return a * b\n"), gt).reward == 1.0
 
 
+def test_call_based_non_json_return_is_a_bad_return():
+    gt = {"fn_name": "uniq", "inputs": [[[1, 1, 2]]], "outputs": [[1, 2]]}
+    v = score(py("def uniq(xs):\n    return set(xs)\n"), gt)
+    assert (v.reward, v.detail["first_failure"]["status"]) == (0.0, "bad_return")
+
+
 def test_call_based_wrong_value_fails_with_got_and_expected():
     gt = {"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}
     v = score(py("def add(a, b):\n    return a - b\n"), gt)
@@ -186,6 +192,14 @@ def test_a_timeout_on_one_test_keeps_credit_for_the_others():
     v = score(py(code), gt, test_timeout_s=1)
     assert v.reward == pytest.approx(2 / 3)
     assert v.detail["first_failure"]["status"] == "timeout"
+
+
+def test_cpp_timeout_and_crash_cost_only_their_own_tests():
+    cpp = ("#include <cstdio>\n#include <cstdlib>\nint main(){long long a,b;scanf(\"%lld %lld\",&a,&b);\n"
+           "if(a==3) for(;;){}\nif(a==10) abort();\nprintf(\"%lld\\n\",a+b);}\n")
+    v = score(f"```cpp\n{cpp}```", ADD_STDIO, test_timeout_s=1)
+    assert v.reward == pytest.approx(1 / 3)
+    assert v.detail["statuses"] == {"passed": 1, "timeout": 1, "runtime_error": 1}
 
 
 def test_memory_limit_is_reported():

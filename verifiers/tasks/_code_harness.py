@@ -268,6 +268,7 @@ def _python_child(spec: dict, code, test, nonce: bytes, prepared: dict) -> None:
     _exit, _BaseException, _SystemExit, _type, _int = os._exit, BaseException, SystemExit, type, int
     _exec, _dict, _str, _NameError = exec, dict, str, NameError
     format_exc, send, plain_json, dumps = _format_exception, _send, _plain_json, to_json
+    finish, find_function = _finish_like_interpreter_exit, _find_function
     mode = spec["mode"]
     if mode == "stdio":
         sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
@@ -300,13 +301,13 @@ def _python_child(spec: dict, code, test, nonce: bytes, prepared: dict) -> None:
         if mode == "stdio":
             kind = "completed"
     if kind is not None:
-        _finish_like_interpreter_exit(out, err)
+        finish(out, err)
         send(nonce, kind, payload)
         _exit(0)
 
     if mode == "call":
         try:
-            fn = _find_function(ns, spec["fn_name"])
+            fn = find_function(ns, spec["fn_name"])
             value = fn(*test)
         except _SystemExit as e:
             kind, payload = "runtime_error", f"SystemExit({e.code!r:.100}) inside the function"
