@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from sandbox.base import LANGUAGES, Sandbox
-from sandbox.process_slots import Slot, SlotPool
+from sandbox.process_slots import Slot, SlotCgroup, SlotPool
 from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class ProcessConfig:
     ro_binds: tuple[str, ...] = ()
     tmpfs_min_mb: int = 64
     site_packages: bool = False
+    compile_memory_mb: int = 1024
 
     @classmethod
     def from_env(cls) -> "ProcessConfig":
@@ -97,6 +98,7 @@ class ProcessConfig:
             ro_binds=tuple(p for p in _env("RO_BINDS", "").split(":") if p),
             tmpfs_min_mb=int(_env("TMPFS_MB", "64")),
             site_packages=_env("SITE_PACKAGES", "hide").lower() in ("show", "1", "yes", "true"),
+            compile_memory_mb=int(_env("COMPILE_MEMORY_MB", "1024")),
         )
 
 
@@ -131,6 +133,16 @@ def _hide_site_packages() -> list[str]:
         if os.path.isdir(d) and not os.path.islink(d):
             args += ["--size", "4096", "--tmpfs", d, "--remount-ro", d]
     return args
+
+
+@dataclass
+class _Compile:
+    """The C++ build step's pipes: diagnostics, its exit status, and our go-ahead to run the binary."""
+
+    output_r: int
+    status_r: int
+    go_w: int
+    run_memory_bytes: int
 
 
 @dataclass
@@ -260,7 +272,11 @@ class ProcessSandbox(Sandbox):
             block_r, block_w = pipe()
             pass_fds += [info_w, block_r]
             tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
-            args = [*self._rlimit_prefix(limits), self.config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+            session_memory_mb = limits.memory_mb
+            if language == "cpp":
+                # The compiler gets its own, usually larger, memory budget; the program gets memory_mb.
+                session_memory_mb = max(limits.memory_mb, self.config.compile_memory_mb)
+            args = [*self._rlimit_prefix(limits, session_memory_mb), self.config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
                     "--die-with-parent", "--new-session", "--hostname", "sandbox",
                     *self._root_args, "--proc", "/proc", "--dev", "/dev",
                     # Every writable place is a size-capped tmpfs; the rest of the tree is read-only.
@@ -282,21 +298,26 @@ class ProcessSandbox(Sandbox):
                     args += ["--dir", f"{WORK_DIR}/{parent}"]
                 args += ["--file", str(fd), f"{WORK_DIR}/{name}"]
             args += ["--remount-ro", "/"]
-            compile_fds: tuple[int, int] | None = None
+            build: _Compile | None = None
             if language == "python":
                 args += ["--", self.config.python, "-I", "main.py", *argv]
             else:
                 out_r, out_w = pipe()
                 st_r, st_w = pipe()
-                pass_fds += [out_w, st_w]
-                compile_fds = (out_r, st_r)
+                go_r, go_w = pipe()
+                pass_fds += [out_w, st_w, go_r]
+                build = _Compile(out_r, st_r, go_w, limits.memory_mb << 20)
                 cc = " ".join(shlex.quote(a) for a in (self.config.cxx, *self.config.cxxflags, "-o", "main", "main.cpp"))
-                script = (f"{cc} </dev/null >&{out_w} 2>&1; rc=$?; echo $rc >&{st_w}; "
-                          f"exec {out_w}>&- {st_w}>&-; [ $rc = 0 ] || exit 1; exec ./main \"$@\"")
+                # After a good build: the program's own address-space limit, report, then wait until
+                # the host has lowered the session's cgroup memory limit too.
+                script = (f"{cc} </dev/null >&{out_w} 2>&1; rc=$?; exec {out_w}>&-; "
+                          f"if [ $rc = 0 ]; then ulimit -v {limits.memory_mb * 1024} || rc=125; fi; "
+                          f"echo $rc >&{st_w}; exec {st_w}>&-; [ $rc = 0 ] || exit 1; "
+                          f"read -r _ <&{go_r} || exit 1; exec {go_r}<&-; exec ./main \"$@\"")
                 args += ["--", self.config.shell, "-c", script, "main", *argv]
 
             session = self._supervise(slot, args, pass_fds, fds_to_close, info_r, block_w,
-                                      compile_fds, stdin, limits)
+                                      build, stdin, limits, session_memory_mb)
             return self._result(slot, language, session, limits)
         finally:
             for fd in fds_to_close:
@@ -306,8 +327,8 @@ class ProcessSandbox(Sandbox):
                     pass
 
     def _supervise(self, slot: Slot, args: list[str], pass_fds: list[int], fds_to_close: list[int],
-                   info_r: int, block_w: int, compile_fds: tuple[int, int] | None, stdin: bytes,
-                   limits: Limits) -> _Session:
+                   info_r: int, block_w: int, build: _Compile | None, stdin: bytes,
+                   limits: Limits, session_memory_mb: int) -> _Session:
         s = _Session()
         uid = slot.uid
         cg = slot.cgroup
@@ -322,7 +343,7 @@ class ProcessSandbox(Sandbox):
                 user=uid, group=uid, extra_groups=[] if uid is not None else None)
         if cg is not None:
             # Armed only now: while our thread was inside, the service's own allocations counted there.
-            cg.arm(limits.memory_mb << 20)
+            cg.arm(session_memory_mb << 20)
         # Drop our copies of the child's ends at once so EOF means "the sandbox is gone".
         for fd in pass_fds:
             os.close(fd)
@@ -338,7 +359,7 @@ class ProcessSandbox(Sandbox):
             else:
                 inner_pidfd = os.pidfd_open(inner)
                 os.write(block_w, b"x")  # release the blocked session
-                s.killed_for = self._pump(proc, outer_pidfd, compile_fds, stdin, limits, s, t0)
+                s.killed_for = self._pump(proc, outer_pidfd, build, cg, stdin, limits, s, t0)
             finished = True
         finally:
             if not finished or s.killed_for is not None:
@@ -410,7 +431,7 @@ class ProcessSandbox(Sandbox):
             sel.close()
         return None
 
-    def _rlimit_prefix(self, limits: Limits) -> list[str]:
+    def _rlimit_prefix(self, limits: Limits, memory_mb: int) -> list[str]:
         """``prlimit`` in front of bwrap: hard limits every process of the session inherits.
 
         Set from inside the child, not with prlimit(2) from here, because a
@@ -418,7 +439,7 @@ class ProcessSandbox(Sandbox):
         change the limits of a process that already runs under another uid.
         """
         cpu = max(1, math.ceil(limits.cpu_time_s))
-        mem = limits.memory_mb << 20
+        mem = memory_mb << 20
         return [self.config.prlimit,
                 # SIGXCPU at the soft limit, SIGKILL one second later if it is ignored.
                 f"--cpu={cpu}:{cpu + 1}", f"--as={mem}", f"--fsize={limits.file_size_mb << 20}",
@@ -426,16 +447,16 @@ class ProcessSandbox(Sandbox):
                 f"--nproc={limits.max_processes + 2}", f"--nofile={MAX_NOFILE}",
                 "--core=0", "--memlock=0", "--msgqueue=0", "--"]
 
-    def _pump(self, proc: subprocess.Popen, pidfd: int, compile_fds: tuple[int, int] | None, stdin: bytes,
-              limits: Limits, s: _Session, t0: float) -> str | None:
+    def _pump(self, proc: subprocess.Popen, pidfd: int, build: _Compile | None, cg: SlotCgroup | None,
+              stdin: bytes, limits: Limits, s: _Session, t0: float) -> str | None:
         """Feed stdin and collect output until the session ends; returns why we had to kill it, if we did."""
         deadline = t0 + limits.wall_time_s
         sel = selectors.DefaultSelector()
         sinks = {proc.stdout.fileno(): (s.stdout, limits.output_bytes),
                  proc.stderr.fileno(): (s.stderr, limits.output_bytes)}
-        if compile_fds is not None:
-            sinks[compile_fds[0]] = (s.compile_output, COMPILE_OUTPUT_BYTES)
-            sinks[compile_fds[1]] = (s.compile_status, 64)
+        if build is not None:
+            sinks[build.output_r] = (s.compile_output, COMPILE_OUTPUT_BYTES)
+            sinks[build.status_r] = (s.compile_status, 64)
         for fd in sinks:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
@@ -484,10 +505,25 @@ class ProcessSandbox(Sandbox):
                             continue
                         room = cap - len(buf)
                         buf += chunk[:max(room, 0)]
+                        if build is not None and fd == build.status_r and buf.strip() == b"0":
+                            if not self._start_program(build, cg):
+                                return "memory_limit"
                         if len(chunk) > room and fd in (proc.stdout.fileno(), proc.stderr.fileno()):
                             return "output_limit"
         finally:
             sel.close()
+
+    @staticmethod
+    def _start_program(build: _Compile, cg: SlotCgroup | None) -> bool:
+        """The build succeeded: shrink the session's memory to the program's, then let it run."""
+        if cg is not None:
+            try:
+                cg.limit_memory(build.run_memory_bytes)
+                cg.reset_peak()  # peak memory is the program's, not the compiler's
+            except OSError:
+                return False  # what the build left behind can't be reclaimed below the program's limit
+        os.write(build.go_w, b"go\n")
+        return True
 
     @staticmethod
     def _kill(outer_pid: int, inner_pidfd: int) -> None:
@@ -546,7 +582,10 @@ class ProcessSandbox(Sandbox):
                     res.detail += ", out of memory"
                 return res
 
-        if s.killed_for == "setup":
+        if s.killed_for == "memory_limit":
+            res.status = RunStatus.memory_limit
+            res.detail = f"the build left more than memory_mb={limits.memory_mb} in use; killed before the run"
+        elif s.killed_for == "setup":
             res.status = RunStatus.sandbox_error
             res.detail = "bwrap did not start: " + bytes(s.stderr[:500]).decode(errors="replace")
         elif s.killed_for == "output_limit":

@@ -111,6 +111,15 @@ def test_cpp_compiles_and_runs_with_stdin(sandbox):
     assert r.stdout == b"42\n"
 
 
+def test_cpp_build_has_its_own_memory_budget_and_the_program_has_memory_mb(sandbox):
+    src = ("#include <bits/stdc++.h>\nint main(){ std::vector<char> v; std::regex r(\"a+\");\n"
+           " try { v.resize(200u << 20); std::cout << \"allocated\"; } catch (std::bad_alloc&) { std::cout << \"refused\"; } }")
+    r = sandbox.run("cpp", src, limits=Limits(wall_time_s=30, memory_mb=128))
+    assert r.status == RunStatus.ok, r
+    assert r.stdout == b"refused"
+    assert r.peak_memory_mb <= 129
+
+
 def test_cpp_compile_error_carries_the_diagnostics(sandbox):
     r = sandbox.run("cpp", "int main() { return undeclared; }")
     assert r.status == RunStatus.compile_error
