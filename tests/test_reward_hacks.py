@@ -158,7 +158,7 @@ def test_printing_a_fake_report_earns_nothing(gt):
 @ALL_FORMATS
 def test_overwriting_harness_files_and_killing_the_harness_earns_nothing(gt):
     code = ("import os, signal\n"
-            "for name in ('main.py', 'report.json', 'solution.py'):\n"
+            "for name in ['main.py', 'harness.py', 'report.json', 'solution.py'] + [n for n in os.listdir('.') if n.endswith('.bin')]:\n"
             "    try:\n"
             "        with open(name, 'w') as f: f.write('print(\"{}\")')\n"
             "    except OSError: pass\n"
