@@ -154,7 +154,8 @@ def run_workers(settings: Settings, count: int = 1, queues: list[str] | None = N
 
 
 def _announce(r, workers_key, queue_names: list[str], base: str, slots: list[_Slot]) -> None:
-    now = time.time()
+    secs, usecs = r.time()  # Redis's clock, not ours: hosts' clocks may disagree
+    now = secs + usecs / 1e6
     with r.pipeline(transaction=False) as p:
         for q in queue_names:
             for s in slots:
@@ -194,7 +195,9 @@ def _shutdown(slots: list[_Slot], r, workers_key, queue_names: list[str], base: 
 def _worker_main(settings: Settings, queue_names: list[str], name: str) -> None:
     """One RQ worker process (spawned: a fresh interpreter that sees the metrics dir)."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor relays it
+    from reward_service.executors.supervised import die_with_parent
+
+    die_with_parent(signal.SIGTERM)  # a killed supervisor takes its workers along (warm stop), not orphans them
     import redis
     from rq import SimpleWorker
     from rq.worker import DequeueStrategy
@@ -206,13 +209,18 @@ def _worker_main(settings: Settings, queue_names: list[str], name: str) -> None:
         log_result_lifespan = False
         log_job_description = False
 
+        def _install_signal_handlers(self):
+            # Ctrl-C reaches the whole process group; the supervisor turns it into one SIGTERM
+            # (a warm stop), where RQ would take a second signal as a cold one.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, self.request_stop)
+
     conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=WORKER_TTL_S,
                                 socket_keepalive=True)
     worker = ScoringWorker(queue_names, connection=conn, name=name, worker_ttl=WORKER_TTL_S,
                            maintenance_interval=60, default_result_ttl=60)
     rq_job.start_scoring(settings.worker_memory_mb)
     try:
-        # RQ installs its own SIGINT/SIGTERM handlers in work(); SIGTERM from the supervisor is a warm stop.
         worker.work(logging_level="WARNING", dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
     finally:
         rq_job.stop_scoring()

@@ -100,8 +100,9 @@ class RQExecutor(Executor):
     async def _refresh(self) -> None:
         """Readiness and the queue gauges, from one pipelined round-trip."""
         names = [q.name for q in self._queues.values()]
-        now = time.time()
         try:
+            secs, usecs = await self._aio.time()  # the clock workers announce themselves by
+            now = secs + usecs / 1e6
             async with self._aio.pipeline(transaction=False) as p:
                 for q in self._queues.values():
                     p.llen(q.key)

@@ -10,6 +10,7 @@ child when it overruns.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import time
 from typing import Callable
@@ -20,13 +21,21 @@ from reward_service.executors.base import Job, Outcome, timed_out
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_main(conn, memory_mb: int) -> None:
-    # Die with our parent (the forkserver, which dies with its owner): a SIGKILLed
-    # API or RQ worker must not leave a child grinding on an item for nobody.
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send us ``sig`` when our parent process exits (Linux; a no-op elsewhere)."""
+    parent = os.getppid()
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent:  # it died before we asked
+        os.kill(os.getpid(), sig)
+
+
+def _child_main(conn, memory_mb: int) -> None:
+    # The forkserver dies with its owner: a SIGKILLed API or RQ worker must not
+    # leave a child grinding on an item for nobody.
+    die_with_parent()
     from reward_service.executors import worker_process
 
     worker_process.main(conn, memory_mb)
