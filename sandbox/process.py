@@ -82,6 +82,7 @@ class ProcessConfig:
     tmpfs_min_mb: int = 64
     site_packages: bool = False
     compile_memory_mb: int = 1024
+    compile_time_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> "ProcessConfig":
@@ -99,6 +100,7 @@ class ProcessConfig:
             tmpfs_min_mb=int(_env("TMPFS_MB", "64")),
             site_packages=_env("SITE_PACKAGES", "hide").lower() in ("show", "1", "yes", "true"),
             compile_memory_mb=int(_env("COMPILE_MEMORY_MB", "1024")),
+            compile_time_s=float(_env("COMPILE_TIME_S", "30")),
         )
 
 
@@ -143,6 +145,7 @@ class _Compile:
     status_r: int
     go_w: int
     run_memory_bytes: int
+    budget_s: float  # wall and CPU seconds for the build; the program's limits start when it does
 
 
 @dataclass
@@ -158,6 +161,8 @@ class _Session:
     rusage: resource.struct_rusage | None = None
     inner_cpu_s: float | None = None
     wall_time_s: float = 0.0
+    started_at: float | None = None  # C++: when the program (not the compiler) started
+    t0: float = 0.0
 
 
 class ProcessSandbox(Sandbox):
@@ -272,11 +277,14 @@ class ProcessSandbox(Sandbox):
             block_r, block_w = pipe()
             pass_fds += [info_w, block_r]
             tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
-            session_memory_mb = limits.memory_mb
+            session_memory_mb, session_cpu_s = limits.memory_mb, limits.cpu_time_s
+            compile_budget_s = max(self.config.compile_time_s, limits.wall_time_s)
             if language == "cpp":
-                # The compiler gets its own, usually larger, memory budget; the program gets memory_mb.
+                # The compiler gets its own, usually larger, budgets (as in the docker backend);
+                # the program's limits apply from the moment it starts.
                 session_memory_mb = max(limits.memory_mb, self.config.compile_memory_mb)
-            args = [*self._rlimit_prefix(limits, session_memory_mb), self.config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+                session_cpu_s = max(limits.cpu_time_s, compile_budget_s)
+            args = [*self._rlimit_prefix(limits, session_memory_mb, session_cpu_s), self.config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
                     "--die-with-parent", "--new-session", "--hostname", "sandbox",
                     *self._root_args, "--proc", "/proc", "--dev", "/dev",
                     # Every writable place is a size-capped tmpfs; the rest of the tree is read-only.
@@ -306,12 +314,14 @@ class ProcessSandbox(Sandbox):
                 st_r, st_w = pipe()
                 go_r, go_w = pipe()
                 pass_fds += [out_w, st_w, go_r]
-                build = _Compile(out_r, st_r, go_w, limits.memory_mb << 20)
+                build = _Compile(out_r, st_r, go_w, limits.memory_mb << 20, compile_budget_s)
+                cpu = max(1, math.ceil(limits.cpu_time_s))
                 cc = " ".join(shlex.quote(a) for a in (self.config.cxx, *self.config.cxxflags, "-o", "main", "main.cpp"))
                 # After a good build: the program's own address-space limit, report, then wait until
                 # the host has lowered the session's cgroup memory limit too.
                 script = (f"{cc} </dev/null >&{out_w} 2>&1; rc=$?; exec {out_w}>&-; "
-                          f"if [ $rc = 0 ]; then ulimit -v {limits.memory_mb * 1024} || rc=125; fi; "
+                          f"if [ $rc = 0 ]; then ulimit -v {limits.memory_mb * 1024} && ulimit -S -t {cpu} "
+                          f"&& ulimit -H -t {cpu + 1} || rc=125; fi; "
                           f"echo $rc >&{st_w}; exec {st_w}>&-; [ $rc = 0 ] || exit 1; "
                           f"read -r _ <&{go_r} || exit 1; exec {go_r}<&-; exec ./main \"$@\"")
                 args += ["--", self.config.shell, "-c", script, "main", *argv]
@@ -353,7 +363,7 @@ class ProcessSandbox(Sandbox):
         inner_pidfd = -1
         outer_pidfd = os.pidfd_open(proc.pid)
         try:
-            inner = self._read_child_pid(info_r, t0 + limits.wall_time_s)
+            inner = self._read_child_pid(info_r, t0 + (build.budget_s if build else limits.wall_time_s))
             if inner is None:
                 s.killed_for = "setup"
             else:
@@ -368,7 +378,7 @@ class ProcessSandbox(Sandbox):
             if s.killed_for == "setup":
                 s.stderr += _read_available(proc.stderr.fileno(), 4096)
             proc.returncode = os.waitstatus_to_exitcode(status)
-            s.wall_time_s = time.monotonic() - t0
+            s.wall_time_s, s.t0 = time.monotonic() - t0, t0
             s.exit_status, s.rusage = status, rusage
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 try:
@@ -431,14 +441,14 @@ class ProcessSandbox(Sandbox):
             sel.close()
         return None
 
-    def _rlimit_prefix(self, limits: Limits, memory_mb: int) -> list[str]:
+    def _rlimit_prefix(self, limits: Limits, memory_mb: int, cpu_time_s: float) -> list[str]:
         """``prlimit`` in front of bwrap: hard limits every process of the session inherits.
 
         Set from inside the child, not with prlimit(2) from here, because a
         service running as root without CAP_SYS_RESOURCE (a container) may not
         change the limits of a process that already runs under another uid.
         """
-        cpu = max(1, math.ceil(limits.cpu_time_s))
+        cpu = max(1, math.ceil(cpu_time_s))
         mem = memory_mb << 20
         return [self.config.prlimit,
                 # SIGXCPU at the soft limit, SIGKILL one second later if it is ignored.
@@ -450,7 +460,7 @@ class ProcessSandbox(Sandbox):
     def _pump(self, proc: subprocess.Popen, pidfd: int, build: _Compile | None, cg: SlotCgroup | None,
               stdin: bytes, limits: Limits, s: _Session, t0: float) -> str | None:
         """Feed stdin and collect output until the session ends; returns why we had to kill it, if we did."""
-        deadline = t0 + limits.wall_time_s
+        deadline = t0 + (build.budget_s if build is not None else limits.wall_time_s)
         sel = selectors.DefaultSelector()
         sinks = {proc.stdout.fileno(): (s.stdout, limits.output_bytes),
                  proc.stderr.fileno(): (s.stderr, limits.output_bytes)}
@@ -508,6 +518,8 @@ class ProcessSandbox(Sandbox):
                         if build is not None and fd == build.status_r and buf.strip() == b"0":
                             if not self._start_program(build, cg):
                                 return "memory_limit"
+                            s.started_at = time.monotonic()
+                            deadline = s.started_at + limits.wall_time_s
                         if len(chunk) > room and fd in (proc.stdout.fileno(), proc.stderr.fileno()):
                             return "output_limit"
         finally:
@@ -519,7 +531,7 @@ class ProcessSandbox(Sandbox):
         if cg is not None:
             try:
                 cg.limit_memory(build.run_memory_bytes)
-                cg.reset_peak()  # peak memory is the program's, not the compiler's
+                cg.restart_counters()  # peak memory and CPU time are the program's, not the compiler's
             except OSError:
                 return False  # what the build left behind can't be reclaimed below the program's limit
         os.write(build.go_w, b"go\n")
@@ -569,7 +581,11 @@ class ProcessSandbox(Sandbox):
             cg.reset()
         else:
             extra["measured"] = "no cgroups: peak memory unmeasured, CPU time best effort"
-        res = RunResult(RunStatus.ok, code, bytes(s.stdout), bytes(s.stderr), round(s.wall_time_s, 4),
+        wall = s.wall_time_s
+        if s.started_at is not None:
+            extra["compile_time_s"] = round(s.started_at - s.t0, 4)
+            wall -= extra["compile_time_s"]
+        res = RunResult(RunStatus.ok, code, bytes(s.stdout), bytes(s.stderr), round(wall, 4),
                         round(cpu, 4), round(peak, 2), extra=extra)
         compiled = True
         if language == "cpp":
@@ -590,11 +606,11 @@ class ProcessSandbox(Sandbox):
             res.detail = "bwrap did not start: " + bytes(s.stderr[:500]).decode(errors="replace")
         elif s.killed_for == "output_limit":
             res.status, res.detail = RunStatus.output_limit, f"more than {limits.output_bytes} bytes of output; killed"
+        elif s.killed_for == "timeout" and language == "cpp" and s.started_at is None:
+            res.status, res.detail = RunStatus.compile_error, f"compiler timed out after {s.wall_time_s:.1f}s"
         elif s.killed_for == "timeout":
             res.status = RunStatus.timeout
             res.detail = f"wall time limit {limits.wall_time_s}s exceeded; killed"
-            if not compiled:
-                res.detail += " (while compiling)"
         elif not compiled:
             # The session died during compilation without a status: a signal or a limit hit the compiler.
             res.status, res.detail = RunStatus.compile_error, f"compiler killed (exit {code})"

@@ -110,15 +110,15 @@ class SlotCgroup:
     def _dir(self, controller: str) -> str:
         return {"memory": self.memory_dir, "pids": self.pids_dir, "cpuacct": self.cpuacct_dir}[controller]
 
-    def reset_peak(self) -> None:
+    def restart_counters(self) -> None:
         _write(os.path.join(self.memory_dir, "memory.max_usage_in_bytes"), "0")
+        if self.cpuacct_dir:
+            _write(os.path.join(self.cpuacct_dir, "cpuacct.usage"), "0")
 
     def arm(self, memory_bytes: int) -> None:
         """Limits and counters for the run, set after the spawning thread has left."""
         self.limit_memory(memory_bytes)
-        _write(os.path.join(self.memory_dir, "memory.max_usage_in_bytes"), "0")
-        if self.cpuacct_dir:
-            _write(os.path.join(self.cpuacct_dir, "cpuacct.usage"), "0")
+        self.restart_counters()
 
     def limit_memory(self, limit: int) -> None:
         mem = os.path.join(self.memory_dir, "memory.limit_in_bytes")
