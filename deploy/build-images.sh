@@ -121,6 +121,8 @@ if needs_build "$SERVICE_IMAGE" "$service_hash"; then
     echo "pip wheel: the project and its dependencies"
     "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$ctx/wheels" "$ctx/src"
     rm -rf "$ctx/src"
+    mkdir -p "$ctx/project"
+    mv "$ctx"/wheels/verifiable_reward_service-*.whl "$ctx/project/"
     echo "apt-get download: bubblewrap (the process code sandbox)"
     fetch_debs "$ctx/debs" bubblewrap
     build "$SERVICE_IMAGE" "$ctx" "$service_hash"
