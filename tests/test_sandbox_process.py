@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -171,6 +173,27 @@ def test_runs_from_many_threads_stay_separate(sandbox):
     for t in threads:
         t.join()
     assert {i: (r.status, r.stdout) for i, r in results.items()} == {i: (RunStatus.ok, f"{i}\n".encode()) for i in range(6)}
+
+
+def test_concurrent_processes_never_share_a_slot_uid(sandbox, tmp_path):
+    # Each run reports its host uid and the time it was alive; two worker processes and this one
+    # run at once. Overlapping runs must have different uids (RLIMIT_NPROC counts per uid).
+    if sandbox.pool.uid_base is None:
+        pytest.skip("not root: every run uses the service's uid")
+    src = "import os, time\nt0 = time.time(); time.sleep(0.3)\nprint(os.getuid(), t0, time.time())"
+    worker = (
+        "import sys\nsys.path.insert(0, %r)\nfrom sandbox.process import ProcessSandbox\n"
+        "sb = ProcessSandbox()\nfor _ in range(3):\n    print(sb.run('python', %r).stdout.decode(), end='')\n"
+    ) % (str(Path(__file__).parent.parent), src)
+    procs = [subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE) for _ in range(2)]
+    lines = [sandbox.run("python", src).stdout.decode() for _ in range(3)]
+    lines += [p.communicate(timeout=60)[0].decode() for p in procs]
+    runs = [tuple(float(x) for x in line.split()) for chunk in lines for line in chunk.splitlines()]
+    assert len(runs) == 9
+    for i, (uid, a0, a1) in enumerate(runs):
+        for other_uid, b0, b1 in runs[i + 1:]:
+            if a0 < b1 and b0 < a1:
+                assert uid != other_uid
 
 
 def test_program_inherits_only_stdin_stdout_and_stderr(sandbox):
