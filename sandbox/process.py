@@ -172,6 +172,7 @@ class ProcessSandbox(Sandbox):
         self.config = config or ProcessConfig.from_env()
         self._pool: SlotPool | None = None
         self._subreaper = False
+        self._owner_pid = 0
         self._pool_lock = threading.Lock()
         self._root_args = _root_view(self.config.ro_binds)
         if not self.config.site_packages:
@@ -182,8 +183,11 @@ class ProcessSandbox(Sandbox):
     @property
     def pool(self) -> SlotPool:
         with self._pool_lock:
-            if self._pool is None:
+            if self._owner_pid != os.getpid():
+                # First use in this process (or we were forked: the subreaper flag is not inherited).
                 self._subreaper = _become_subreaper()
+                self._owner_pid = os.getpid()
+            if self._pool is None:
                 root = os.geteuid() == 0
                 self._pool = SlotPool(self.config.state_dir, self.config.slots,
                                       self.config.uid_base if root else None,
