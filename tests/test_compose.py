@@ -166,3 +166,10 @@ def test_stack_scores_batches_and_prometheus_finds_every_worker_replica(stack):
     assert wait_for(lambda: worker_targets_up(stack) == 3, "3 worker targets up after --scale worker=3")
     many = [{"task": "math", "completion": f"\\boxed{{{n}}}", "ground_truth": str(n)} for n in range(60)]
     assert {r["status"] for r in score(stack, many + batch)} == {"ok"}
+
+    def worker_health() -> list[str]:
+        ids = stack.compose("ps", "-q", "worker").stdout.split()
+        r = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", *ids], capture_output=True, text=True)
+        return r.stdout.split()
+
+    assert wait_for(lambda: worker_health() == ["healthy"] * 3, "3 healthy worker containers", timeout=90)
