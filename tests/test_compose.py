@@ -50,6 +50,21 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.skipif(_reason i
 ADD_TWO = {"inputs": ["1 2\n", "20 22\n"], "outputs": ["3\n", "42\n"]}
 
 
+# A program looking for the worker's secrets: its environment, other processes'
+# environments, and the unmasked procfs the entrypoint mounted for bubblewrap.
+SNOOP = """import glob, os
+seen = [k for k in os.environ if k.startswith(("REWARD_SERVICE", "REDIS"))]
+for path in glob.glob("/proc/[0-9]*/environ"):
+    try:
+        if b"REWARD_SERVICE" in open(path, "rb").read():
+            seen.append(path)
+    except OSError:
+        pass
+if os.path.exists("/run/sandbox-proc"):
+    seen.append("/run/sandbox-proc")
+print("clean" if not seen else seen)"""
+
+
 def code_item(source: str, ground_truth=None) -> dict:
     return {"task": "code", "completion": f"```python\n{source}\n```", "ground_truth": ground_truth or ADD_TWO}
 
@@ -139,14 +154,15 @@ def test_code_item_is_sandboxed_in_a_worker_container_with_the_compose_security_
     """`compose run worker score` scores in-process: the worker service's own container
     settings (non-root, no capabilities, seccomp profile) must let bubblewrap work."""
     items = [code_item("a, b = map(int, input().split())\nprint(a + b)"),
-             code_item("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\nprint(3)")]
+             code_item("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\nprint(3)"),
+             code_item(SNOOP, {"inputs": [""], "outputs": ["clean\n"]})]
     # The service drops to uid 10000, which can't open the root-owned stdout pipe: results go via a file.
     r = stack.compose("run", "--rm", "--no-deps", "-T", "-e", "REDIS_URL=", "-e", "REWARD_SERVICE_WORKERS=1",
                       "--entrypoint", "sh", "worker", "-c",
                       "reward-service-entrypoint score - -o /tmp/results.jsonl >&2 && cat /tmp/results.jsonl",
                       input="".join(json.dumps(i) + "\n" for i in items))
     results = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert [(x["status"], x["reward"]) for x in results] == [("ok", 1.0), ("ok", 0.0)]
+    assert [(x["status"], x["reward"]) for x in results] == [("ok", 1.0), ("ok", 0.0), ("ok", 1.0)], results
     assert results[0]["detail"]["sandbox"]["backend"] == "process"
     assert results[1]["detail"]["passed"] == 0  # no network inside the sandbox
 
