@@ -9,22 +9,22 @@ is pid 1 of the session (everything dies with it) and is killed from outside
 at the wall-time limit.  Files enter through memfds (``bwrap --file``), so a
 run never touches the host's disk.
 
-``prlimit`` sets hard rlimits just before bwrap starts; the session is
-started blocked (``--block-fd``) and its pid 1 is moved into the slot's
-cgroups before it is released, so every process of the program is born
-limited.
+``prlimit`` sets hard rlimits just before bwrap starts, and bwrap is forked
+by a thread that has stepped into the slot's cgroups, so every process of the
+session is born limited.  The session starts blocked (``--block-fd``) until
+the cgroup limits are armed.  C++ is built inside the same session under its
+own budget; the program is released only after the limits are lowered to its own.
 """
 from __future__ import annotations
 
 import contextlib
-import glob
 import ctypes
+import glob
 import json
 import logging
 import math
 import os
 import resource
-import secrets
 import selectors
 import shlex
 import shutil
@@ -112,7 +112,7 @@ def _root_view(extra: tuple[str, ...]) -> list[str]:
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
-    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"):
+    for path in ("/etc/ld.so.cache", "/etc/alternatives"):
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
     for path in extra:
