@@ -134,6 +134,14 @@ async def measure(items: list[Item], workers: int, repeats: int, chunk_size: int
                 resp = await sc.score(items)
                 out[mode].append((time.perf_counter() - t0, tree_cpu_s(os.getpid()) - c0))
                 assert resp.summary.by_status.get("ok", 0) >= 0.95 * len(items), resp.summary
+        for size in (1, 16):  # latency of small requests: what the round trip through Redis costs
+            for mode, sc in scorers.items():
+                lat = []
+                for k in range(30):
+                    t0 = time.perf_counter()
+                    await sc.score(items[k * size:(k + 1) * size])
+                    lat.append(time.perf_counter() - t0)
+                out[f"{mode} {size}-item latency"] = [(statistics.median(lat), 0.0)]
         await b.stop()
         return out
     finally:
@@ -169,6 +177,9 @@ def main() -> None:
         print(f"{n:>7} | {cols[0]:>20} | {cols[1]:>20} | {best(n, 'distributed') / best(n, 'embedded'):>12.3f}x | "
               f"{med(n, 'embedded', 1):>7.2f}s | {med(n, 'distributed', 1):>7.2f}s | "
               f"{med(n, 'distributed', 1) / med(n, 'embedded', 1):>11.3f}x")
+    for n in counts:
+        print(f"small requests, {n} worker(s), median of 30: " + ", ".join(
+            f"{k.replace(' latency', '')} {v[0][0] * 1000:.1f} ms" for k, v in res[n].items() if "latency" in k))
     if len(counts) >= 2:
         a, z = counts[0], counts[-1]
         for m in modes:

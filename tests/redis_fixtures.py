@@ -1,6 +1,6 @@
 """A real redis-server and real `reward-service worker` processes, for distributed tests.
 
-Import the fixtures into a test module (``from redis_fixtures import redis_server, ...``).
+Import the fixtures into a test module (``from tests.redis_fixtures import redis_server, ...``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from live_service import free_port
+try:  # tests/ as a package or as a plain directory on sys.path
+    from tests.live_service import free_port
+except ImportError:
+    from live_service import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

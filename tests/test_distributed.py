@@ -4,7 +4,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import threading
 import time
 
 import httpx
@@ -12,8 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from rq import Worker
 
-from live_service import running_service
-from redis_fixtures import redis_running, redis_server, workers_running  # noqa: F401  (fixtures)
+try:  # tests/ as a package or as a plain directory on sys.path
+    from tests.live_service import running_service
+    from tests.redis_fixtures import redis_running, redis_server, workers_running  # noqa: F401  (fixtures)
+except ImportError:
+    from live_service import running_service
+    from redis_fixtures import redis_running, redis_server, workers_running  # noqa: F401  (fixtures)
 from reward_service.api import create_app
 from reward_service.config import Settings
 

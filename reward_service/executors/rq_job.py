@@ -18,7 +18,6 @@ This module is imported by RQ workers by name; keep it light.
 """
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import pickle
 import time
@@ -27,8 +26,6 @@ from dataclasses import dataclass
 from reward_service import metrics
 from reward_service.executors.base import Job, Outcome
 from reward_service.executors.supervised import ScoringProcess, run_items
-
-log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "rs:"
 
