@@ -86,6 +86,10 @@ class SlotCgroup:
         return cls(dirs, homes)
 
     def prepare(self, max_pids: int) -> None:
+        # No memory limit while the spawning thread is inside: if it is the main thread, the
+        # whole service's allocations are charged here for that moment, and an OOM kill in
+        # this cgroup would pick the service.
+        self.limit_memory(-1)
         _write(os.path.join(self.pids_dir, "pids.max"), str(max_pids))
         self._oom_before = self.oom_kills()
 
