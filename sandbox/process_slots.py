@@ -21,6 +21,7 @@ from typing import Iterator
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _GROUP_NAME = "reward-sandbox"
+_STALE_CACHE_BYTES = 64 << 20
 
 
 class CgroupUnavailable(RuntimeError):
@@ -63,6 +64,7 @@ class SlotCgroup:
         self._homes = homes
         self._memsw = os.path.exists(os.path.join(self.memory_dir, "memory.memsw.limit_in_bytes"))
         self._oom_before = 0
+        self._baseline = 0
 
     @property
     def dirs(self) -> list[str]:
@@ -116,6 +118,8 @@ class SlotCgroup:
 
     def restart_counters(self) -> None:
         _write(os.path.join(self.memory_dir, "memory.max_usage_in_bytes"), "0")
+        # Page cache charged by earlier runs stays here (reclaimable); the peak is measured above it.
+        self._baseline = self._usage()
         if self.cpuacct_dir:
             _write(os.path.join(self.cpuacct_dir, "cpuacct.usage"), "0")
 
@@ -161,7 +165,10 @@ class SlotCgroup:
             return 0
 
     def peak_bytes(self) -> int:
-        return int(_read(os.path.join(self.memory_dir, "memory.max_usage_in_bytes")))
+        return max(0, int(_read(os.path.join(self.memory_dir, "memory.max_usage_in_bytes"))) - self._baseline)
+
+    def _usage(self) -> int:
+        return int(_read(os.path.join(self.memory_dir, "memory.usage_in_bytes")))
 
     def kill_all(self, timeout_s: float = 2.0) -> bool:
         """SIGKILL whatever is still in the slot; True once it is empty."""
@@ -180,9 +187,11 @@ class SlotCgroup:
             time.sleep(0.005)
 
     def reset(self) -> None:
-        # Drop page cache charged by the last run so the next run's peak is its own.
+        # Reclaiming after every run would evict the interpreter's own files from the page
+        # cache (they are charged to whichever slot read them first): only when a lot piled up.
         try:
-            _write(os.path.join(self.memory_dir, "memory.force_empty"), "0")
+            if self._usage() > _STALE_CACHE_BYTES:
+                _write(os.path.join(self.memory_dir, "memory.force_empty"), "0")
         except OSError:
             pass
 
