@@ -34,6 +34,7 @@ log = logging.getLogger("reward_service.worker")
 WORKER_TTL_S = 30  # RQ's worker key TTL; its blocking dequeue wakes every WORKER_TTL_S - 15 s
 ANNOUNCE_EVERY_S = 1.0
 SHUTDOWN_GRACE_S = 30.0
+HEARTBEAT_EVERY_S = 5.0
 
 
 @dataclass
@@ -208,6 +209,15 @@ def _worker_main(settings: Settings, queue_names: list[str], name: str) -> None:
         max_connection_wait_time = 2.0  # back on a restarted Redis within seconds, not a minute
         log_result_lifespan = False
         log_job_description = False
+
+        def heartbeat(self, timeout=None, pipeline=None):
+            # RQ beats (3 round trips) several times per job; with jobs of ~0.1 s that is most
+            # of its per-job cost. Once every few seconds keeps the worker key (TTL 90 s) alive.
+            now = time.monotonic()
+            if pipeline is None and now - getattr(self, "_beat_at", -1e9) < HEARTBEAT_EVERY_S:
+                return
+            self._beat_at = now
+            super().heartbeat(timeout, pipeline)
 
         def _install_signal_handlers(self):
             # Ctrl-C reaches the whole process group; the supervisor turns it into one SIGTERM

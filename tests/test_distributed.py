@@ -131,6 +131,15 @@ def test_item_overrunning_its_limit_times_out_and_rest_of_batch_is_scored(client
     assert time.monotonic() - t0 < MATH_LIMIT_S * 4
 
 
+def test_small_batch_is_not_queued_behind_all_of_a_big_one(client):
+    big = score_in_background(client, {"items": [math_item(n) for n in range(3000)]})
+    time.sleep(0.5)
+    small = client.post("/score", json={"items": [math_item(n, id=str(n)) for n in range(4)]}).json()
+    assert not big.done()  # answered while the big batch is still being scored
+    assert [r["reward"] for r in small["results"]] == [1.0] * 4
+    assert big.result(timeout=120).json()["summary"]["by_status"] == {"ok": 3000}
+
+
 # -- fault tolerance ----------------------------------------------------------------------------------------
 def test_chunk_of_a_sigkilled_worker_is_rerun_by_another_worker(client, workers):
     before = metric(client.get("/metrics").text, 'reward_chunk_retries_total{queue="rs:math"}')

@@ -1,8 +1,10 @@
 """Distributed executor: chunks go to RQ queues (one per task family), outcomes come back by BLPOP.
 
 A batch gets a unique id. Its items are grouped by task family (``rs:math``,
-``rs:code``, ...) so slow code execution can't starve math, cut into chunks
-and enqueued in one pipeline. Workers push outcomes to the batch's own result
+``rs:code``, ...) so slow code execution can't starve math, and cut into
+chunks. A few chunks per live worker are queued at a time, more as they
+finish, so a request arriving behind a huge batch waits for a few chunks, not
+the whole batch (RQ queues are FIFO). Workers push outcomes to the batch's own result
 list (``rq_job``); this side BLPOPs it until every item is in or the deadline
 passes, so nothing polls per job and concurrent batches or API replicas never
 see each other's results. Every key the batch creates expires.
@@ -16,6 +18,7 @@ request never waits on a queue nobody serves.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import pickle
@@ -38,6 +41,10 @@ from reward_service.executors.rq_job import (Chunk, heartbeat_key, live_key, que
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 64  # items: RQ costs ~3-4 ms per job; 64 math items (~100 ms) keep that and the tail small
+# Chunks of one batch in a queue at a time, per live worker of that queue. More are enqueued as
+# these finish (a worker's worth at once, when half the window is left), so a later request's
+# chunks queue behind a few of a big batch's, not all of them.
+WINDOW_PER_WORKER = 4
 CHECK_EVERY_S = 1.0
 REFRESH_EVERY_S = 1.0
 WAIT_STATES = {"queued", "deferred", "scheduled", "created"}
@@ -56,7 +63,9 @@ class _Pending:
 class _Gather:
     jobs: list[Job]
     outcomes: list[Outcome | None]
-    pending: dict[str, _Pending] = field(default_factory=dict)
+    pending: dict[str, _Pending] = field(default_factory=dict)  # enqueued, items still missing
+    backlog: dict[str, collections.deque[Chunk]] = field(default_factory=dict)  # by queue, not yet enqueued
+    owner: dict[int, str] = field(default_factory=dict)  # item index -> chunk id
 
     def missing(self, p: _Pending) -> list[int]:
         return [i for i, _ in p.chunk.items if self.outcomes[i] is None]
@@ -152,10 +161,11 @@ class RQExecutor(Executor):
 
         batch_id = uuid.uuid4().hex
         keys_ttl = int(timeout_s) + 120
-        chunks = [c for fam, idx in by_family.items() for c in self._chunks(batch_id, fam, idx, jobs, deadline, keys_ttl)]
+        for fam, idx in by_family.items():
+            g.backlog[queue_name(fam)] = collections.deque(self._chunks(batch_id, fam, idx, jobs, deadline, keys_ttl))
         try:
             await self._aio.set(live_key(batch_id), 1, ex=keys_ttl)
-            await self._enqueue(g, chunks)
+            await self._top_up(g)
         except _REDIS_ERRORS as e:
             raise self._unavailable(e) from None
         try:
@@ -194,6 +204,22 @@ class RQExecutor(Executor):
         await asyncio.to_thread(push)
         for c in chunks:
             g.pending[c.chunk_id] = _Pending(c, c.chunk_id)
+            for i, _ in c.items:
+                g.owner[i] = c.chunk_id
+
+    async def _top_up(self, g: _Gather) -> None:
+        """Refill each queue's window of this batch's chunks once half of it is done."""
+        fresh: list[Chunk] = []
+        for q, backlog in g.backlog.items():
+            window = WINDOW_PER_WORKER * max(1, self._live_workers.get(q, 1)) + 2
+            inflight = sum(p.chunk.queue == q for p in g.pending.values())
+            if inflight > window // 2:
+                continue
+            while backlog and inflight < window:
+                fresh.append(backlog.popleft())
+                inflight += 1
+        if fresh:
+            await self._enqueue(g, fresh)
 
     async def _gather(self, g: _Gather, batch_id: str, deadline: float) -> None:
         key = results_key(batch_id)
@@ -206,10 +232,17 @@ class RQExecutor(Executor):
             try:
                 got = await self._aio.blpop([key], timeout=max(0.01, min(CHECK_EVERY_S, remaining)))
                 if got:  # then drain whatever else arrived, without blocking
+                    touched = set()
                     for raw in [got[1], *(await self._aio.lpop(key, 1000) or [])]:
                         for i, outcome in pickle.loads(raw):
                             if 0 <= i < len(g.outcomes) and g.outcomes[i] is None:
                                 g.outcomes[i] = outcome
+                                touched.add(g.owner.get(i))
+                    for cid in touched:
+                        p = g.pending.get(cid)
+                        if p is not None and not g.missing(p):
+                            del g.pending[cid]
+                    await self._top_up(g)
                 if time.monotonic() >= next_check:
                     await self._check(g)
                     next_check = time.monotonic() + CHECK_EVERY_S
@@ -221,12 +254,15 @@ class RQExecutor(Executor):
                 if now - failing_since > self.settings.redis_timeout_s:
                     raise self._unavailable(e) from None
                 await asyncio.sleep(0.2)
-        for p in g.pending.values():
-            for i in g.missing(p):
-                job = g.jobs[i]
-                if p.last_state in WAIT_STATES:
-                    why = (f"batch deadline reached while this item was still queued on {p.chunk.queue} "
-                           f"({self._live_workers.get(p.chunk.queue, 0)} live worker(s) serve it)")
+        waiting = [(p.chunk, p.last_state in WAIT_STATES) for p in g.pending.values()]
+        waiting += [(c, True) for backlog in g.backlog.values() for c in backlog]
+        for chunk, queued in waiting:
+            for i, job in chunk.items:
+                if g.outcomes[i] is not None:
+                    continue
+                if queued:
+                    why = (f"batch deadline reached while this item was still queued on {chunk.queue} "
+                           f"({self._live_workers.get(chunk.queue, 0)} live worker(s) serve it)")
                 else:
                     why = "batch deadline reached before this item was scored"
                 g.outcomes[i] = timed_out(job, why)
@@ -234,7 +270,7 @@ class RQExecutor(Executor):
     async def _check(self, g: _Gather) -> None:
         """Spot chunks whose worker died, and re-queue or fail their missing items."""
         live = [p for p in g.pending.values() if g.missing(p)]
-        for cid in [cid for cid, p in g.pending.items() if p not in live]:
+        for cid in set(g.pending) - {p.chunk.chunk_id for p in live}:
             del g.pending[cid]
         if not live:
             return
@@ -280,3 +316,4 @@ class RQExecutor(Executor):
                         "queue": c.queue})
         if retry:
             await self._enqueue(g, retry)
+        await self._top_up(g)  # lost chunks freed window slots

@@ -133,6 +133,8 @@ def score_chunk(chunk: Chunk) -> int:
             if beat:
                 p.set(hb_key, chunk.attempt, px=hb_ttl_ms)
                 p.exists(live_key(chunk.batch_id))
+            else:  # the last flush: the chunk is over
+                p.delete(hb_key)
             out = p.execute()
         buffer.clear()
         if beat:
@@ -148,8 +150,5 @@ def score_chunk(chunk: Chunk) -> int:
         _replace("crash")
         raise
     finally:
-        try:
-            flush(False)
-        finally:
-            r.delete(hb_key)
+        flush(False)
     return len(emitted)
