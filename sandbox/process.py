@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from sandbox.base import LANGUAGES, Sandbox
+from sandbox import process_netns
 from sandbox.process_slots import Slot, SlotCgroup, SlotPool
 from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
 
@@ -83,6 +84,7 @@ class ProcessConfig:
     site_packages: bool = False
     compile_memory_mb: int = 1024
     compile_time_s: float = 30.0
+    reuse_netns: bool = True
 
     @classmethod
     def from_env(cls) -> "ProcessConfig":
@@ -101,6 +103,7 @@ class ProcessConfig:
             site_packages=_env("SITE_PACKAGES", "hide").lower() in ("show", "1", "yes", "true"),
             compile_memory_mb=int(_env("COMPILE_MEMORY_MB", "1024")),
             compile_time_s=float(_env("COMPILE_TIME_S", "30")),
+            reuse_netns=_env("REUSE_NETNS", "1").lower() not in ("0", "off", "no", "false"),
         )
 
 
@@ -191,7 +194,8 @@ class ProcessSandbox(Sandbox):
                 root = os.geteuid() == 0
                 self._pool = SlotPool(self.config.state_dir, self.config.slots,
                                       self.config.uid_base if root else None,
-                                      use_cgroups=self.config.cgroups and root)
+                                      use_cgroups=self.config.cgroups and root,
+                                      reuse_netns=self.config.reuse_netns and root)
                 if not root:
                     log.warning("process sandbox: service is not root, so programs run under its own uid "
                                 "(RLIMIT_NPROC still counts per user namespace) and without cgroups")
@@ -206,6 +210,8 @@ class ProcessSandbox(Sandbox):
         return {
             "uid": "per-slot" if pool.uid_base is not None else "service uid",
             "reaper": "subreaper" if self._subreaper else "host init (zombies may linger)",
+            "netns": "per-slot, reused, loopback down" if pool.reuse_netns
+            else f"fresh per run ({pool.netns_error or 'disabled or not root'})",
             "cgroups": "v1 memory+pids" if pool.use_cgroups
             else f"off ({pool.cgroup_error or 'disabled or not root'})",
         }
@@ -288,7 +294,11 @@ class ProcessSandbox(Sandbox):
                 # the program's limits apply from the moment it starts.
                 session_memory_mb = max(limits.memory_mb, self.config.compile_memory_mb)
                 session_cpu_s = max(limits.cpu_time_s, compile_budget_s)
-            args = [*self._rlimit_prefix(limits, session_memory_mb, session_cpu_s), self.config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+            # With a slot's reused network namespace, bwrap is born in it and must not make its own.
+            unshare = (["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
+                       if slot.netns_fd is not None else ["--unshare-all", "--unshare-user"])
+            args = [*self._rlimit_prefix(limits, session_memory_mb, session_cpu_s), self.config.bwrap,
+                    *unshare, "--disable-userns",
                     "--die-with-parent", "--new-session", "--hostname", "sandbox",
                     *self._root_args, "--proc", "/proc", "--dev", "/dev",
                     # Every writable place is a size-capped tmpfs; the rest of the tree is read-only.
@@ -350,7 +360,11 @@ class ProcessSandbox(Sandbox):
             # The cgroup also holds both bwrap processes (and, while spawning, our own thread).
             cg.prepare(limits.max_processes + 3)
         t0 = time.monotonic()
-        with cg.entered() if cg is not None else contextlib.nullcontext():
+        with contextlib.ExitStack() as inside:
+            if cg is not None:
+                inside.enter_context(cg.entered())
+            if slot.netns_fd is not None:
+                inside.enter_context(process_netns.entered(slot.netns_fd))
             proc = subprocess.Popen(
                 args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=pass_fds, cwd="/", env=dict(SANDBOX_ENV), close_fds=True, start_new_session=True,

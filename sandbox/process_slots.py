@@ -14,10 +14,13 @@ import fcntl
 import os
 import random
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
+
+from sandbox.process_netns import new_netns
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _GROUP_NAME = "reward-sandbox"
@@ -208,18 +211,24 @@ class Slot:
     index: int
     uid: int | None  # None: run as the service's own uid (it is not root)
     cgroup: SlotCgroup | None
+    netns_fd: int | None  # a reused empty network namespace; None: bwrap makes a fresh one
     lock_fd: int
 
 
 class SlotPool:
     """Hands out slots across threads and processes; ``release`` must follow every ``acquire``."""
 
-    def __init__(self, state_dir: str, count: int, uid_base: int | None, use_cgroups: bool) -> None:
+    def __init__(self, state_dir: str, count: int, uid_base: int | None, use_cgroups: bool,
+                 reuse_netns: bool = False) -> None:
         self.state_dir = state_dir
         self.count = count
         self.uid_base = uid_base
         self.cgroup_error: str | None = None
         self._cgroups: dict[int, SlotCgroup] = {}
+        self._netns: dict[int, int] = {}
+        self._netns_lock = threading.Lock()
+        self.netns_error: str | None = None
+        self.reuse_netns = reuse_netns
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.use_cgroups = use_cgroups
         if use_cgroups:
@@ -255,7 +264,12 @@ class SlotPool:
                 except BlockingIOError:
                     os.close(fd)
                     continue
-                return Slot(index, self._uid(index), self._cgroup(index), fd)
+                try:
+                    return Slot(index=index, uid=self._uid(index), cgroup=self._cgroup(index), lock_fd=fd,
+                                netns_fd=self._slot_netns(index))
+                except BaseException:
+                    os.close(fd)  # a leaked descriptor would hold the slot's lock forever
+                    raise
             if time.monotonic() > deadline:
                 raise TimeoutError(f"all {self.count} sandbox slots stayed busy for {timeout_s:.0f}s")
             time.sleep(0.01)
@@ -276,6 +290,18 @@ class SlotPool:
             self._cgroups[index] = cg
         return cg
 
+    def _slot_netns(self, index: int) -> int | None:
+        if not self.reuse_netns:
+            return None
+        with self._netns_lock:
+            if index not in self._netns:
+                try:
+                    self._netns[index] = new_netns()
+                except OSError as e:
+                    self.reuse_netns, self.netns_error = False, str(e)
+                    return None
+            return self._netns[index]
+
     def release(self, slot: Slot) -> None:
         os.close(slot.lock_fd)  # closing the only descriptor drops the flock
 
@@ -291,3 +317,7 @@ class SlotPool:
             finally:
                 os.close(fd)
         self._cgroups.clear()
+        with self._netns_lock:
+            for fd in self._netns.values():
+                os.close(fd)
+            self._netns.clear()
