@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from sandbox.base import LANGUAGES, Sandbox
-from sandbox import process_netns
+from sandbox import process_netns, process_seccomp
 from sandbox.process_slots import Slot, SlotCgroup, SlotPool
 from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
 
@@ -85,6 +85,7 @@ class ProcessConfig:
     compile_memory_mb: int = 1024
     compile_time_s: float = 30.0
     reuse_netns: bool = True
+    seccomp: bool = True
 
     @classmethod
     def from_env(cls) -> "ProcessConfig":
@@ -104,6 +105,7 @@ class ProcessConfig:
             compile_memory_mb=int(_env("COMPILE_MEMORY_MB", "1024")),
             compile_time_s=float(_env("COMPILE_TIME_S", "30")),
             reuse_netns=_env("REUSE_NETNS", "1").lower() not in ("0", "off", "no", "false"),
+            seccomp=_env("SECCOMP", "1").lower() not in ("0", "off", "no", "false"),
         )
 
 
@@ -210,6 +212,7 @@ class ProcessSandbox(Sandbox):
         return {
             "uid": "per-slot" if pool.uid_base is not None else "service uid",
             "reaper": "subreaper" if self._subreaper else "host init (zombies may linger)",
+            "seccomp": "deny-list" if self.config.seccomp and process_seccomp.filter_program() else "off",
             "netns": "per-slot, reused, loopback down" if pool.reuse_netns
             else f"fresh per run ({pool.netns_error or 'disabled or not root'})",
             "cgroups": "v1 memory+pids" if pool.use_cgroups
@@ -308,13 +311,20 @@ class ProcessSandbox(Sandbox):
                     "--info-fd", str(info_w), "--block-fd", str(block_r), "--clearenv"]
             for key, value in SANDBOX_ENV.items():
                 args += ["--setenv", key, value]
-            for name, data in files.items():
+            def memfd(data: bytes) -> int:
                 fd = os.memfd_create("sandbox-file", os.MFD_CLOEXEC)
                 fds_to_close.append(fd)
                 _write_all(fd, data)
                 os.lseek(fd, 0, os.SEEK_SET)
                 os.set_inheritable(fd, True)
                 pass_fds.append(fd)
+                return fd
+
+            bpf = process_seccomp.filter_program() if self.config.seccomp else None
+            if bpf is not None:
+                args += ["--seccomp", str(memfd(bpf))]
+            for name, data in files.items():
+                fd = memfd(data)
                 parent = os.path.dirname(name)
                 if parent:
                     args += ["--dir", f"{WORK_DIR}/{parent}"]

@@ -6,6 +6,7 @@ running under a sandbox uid, and nothing may have been written to the host.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import re
 import os
@@ -364,6 +365,15 @@ def test_nothing_a_run_listens_on_survives_into_the_next_run_of_its_slot(tmp_pat
     assert sb.run("python", listen, limits=QUICK).stdout == b"listening\n"
     assert sb.run("python", connect, limits=QUICK).stdout == b"Connection refused\n"
     sb.close()
+
+
+def test_kernel_interfaces_no_program_needs_are_refused(sandbox):
+    if "deny-list" not in sandbox.isolation()["seccomp"]:
+        pytest.skip("no seccomp filter on this architecture")
+    r = sandbox.run("python", hostile("kernel_doors.py"), limits=QUICK)
+    assert r.status == RunStatus.ok, r
+    refused = json.loads(r.stdout)
+    assert refused == dict.fromkeys(refused, errno.EPERM)
 
 
 def test_writes_outside_the_work_dir_do_not_reach_the_host(sandbox):
