@@ -1,9 +1,10 @@
 """The default sandbox: Linux namespaces through bubblewrap, rlimits, per-slot uids and cgroups.
 
-One run is one ``bwrap`` session: fresh user, pid, net, mount, ipc, uts and
-cgroup namespaces; a read-only view of /usr (and the /lib*, /bin symlinks or
-binds) plus ``/etc/ld.so.cache``; size-capped tmpfs for the work dir and
-/tmp; no network at all (a private, empty loopback); a scrubbed environment.
+One run is one ``bwrap`` session: fresh user, pid, mount, ipc, uts and cgroup
+namespaces and a network namespace with nothing up (reused per slot, see
+``process_netns``); a seccomp deny-list; a read-only view of /usr (and the
+/lib*, /bin symlinks or binds) plus ``/etc/ld.so.cache``; size-capped tmpfs
+for the work dir, /tmp and /dev/shm; a scrubbed environment.
 ``bwrap`` runs under a dedicated host uid per slot when the service is root,
 is pid 1 of the session (everything dies with it) and is killed from outside
 at the wall-time limit.  Files enter through memfds (``bwrap --file``), so a
