@@ -229,7 +229,7 @@ class SlotPool:
         self._netns_lock = threading.Lock()
         self.netns_error: str | None = None
         self.reuse_netns = reuse_netns
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.join(state_dir, "slots"), mode=0o700, exist_ok=True)
         self.use_cgroups = use_cgroups
         if use_cgroups:
             try:
@@ -258,7 +258,7 @@ class SlotPool:
         while True:
             for k in range(self.count):
                 index = (start + k) % self.count
-                fd = os.open(os.path.join(self.state_dir, f"slot-{index}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(self._lock_path(index), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -273,6 +273,9 @@ class SlotPool:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"all {self.count} sandbox slots stayed busy for {timeout_s:.0f}s")
             time.sleep(0.01)
+
+    def _lock_path(self, index: int) -> str:
+        return os.path.join(self.state_dir, "slots", f"slot-{index}.lock")
 
     def _uid(self, index: int) -> int | None:
         return None if self.uid_base is None else self.uid_base + index
@@ -308,7 +311,7 @@ class SlotPool:
     def close(self) -> None:
         """Remove idle slot cgroups this process created; busy ones belong to another run."""
         for index, cg in list(self._cgroups.items()):
-            fd = os.open(os.path.join(self.state_dir, f"slot-{index}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self._lock_path(index), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 cg.remove()
