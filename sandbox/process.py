@@ -380,18 +380,18 @@ class ProcessSandbox(Sandbox):
                 args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=pass_fds, cwd="/", env=dict(SANDBOX_ENV), close_fds=True, start_new_session=True,
                 user=uid, group=uid, extra_groups=[] if uid is not None else None)
-        if cg is not None:
-            # Armed only now: while our thread was inside, the service's own allocations counted there.
-            cg.arm(session_memory_mb << 20)
         # Drop our copies of the child's ends at once so EOF means "the sandbox is gone".
         for fd in pass_fds:
             os.close(fd)
             fds_to_close.remove(fd)
         inner: int | None = None
         finished = False
-        inner_pidfd = -1
-        outer_pidfd = os.pidfd_open(proc.pid)
+        inner_pidfd = outer_pidfd = -1
         try:
+            outer_pidfd = os.pidfd_open(proc.pid)
+            if cg is not None:
+                # Armed only now: while our thread was inside, the service's own allocations counted there.
+                cg.arm(session_memory_mb << 20)
             inner = self._read_child_pid(info_r, t0 + (build.budget_s if build else limits.wall_time_s))
             if inner is None:
                 s.killed_for = "setup"
@@ -414,7 +414,8 @@ class ProcessSandbox(Sandbox):
                     f.close()
                 except OSError:
                     pass
-            os.close(outer_pidfd)
+            if outer_pidfd >= 0:
+                os.close(outer_pidfd)
             if inner_pidfd >= 0:
                 s.inner_cpu_s = self._reap_pid1(inner, inner_pidfd)
                 os.close(inner_pidfd)
