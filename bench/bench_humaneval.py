@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -139,6 +140,7 @@ def main() -> int:
     ap.add_argument("--stdio-tests", type=int, default=0, help="also time stdin/stdout items with this many tests")
     args = ap.parse_args()
     os.environ["REWARD_SERVICE_SANDBOX_BACKEND"] = args.backend
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a started server is stopped too
 
     rows = load()
     good = [item(r, r["canonical_solution"]) for r in rows]
@@ -146,6 +148,12 @@ def main() -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"backend {args.backend}, {len(rows)} problems")
 
+    import verifiers
+
+    probe = verifiers.score("code", good[0]["completion"], good[0]["ground_truth"])
+    if probe.reward != 1.0:  # a broken backend would otherwise cost minutes per way
+        print(f"sandbox check failed: {probe.status} {json.dumps(probe.detail)[:600]}")
+        return 1
     failures = 0
     with contextlib.ExitStack() as stack:
         svc_s = None
