@@ -213,13 +213,18 @@ class RQExecutor(Executor):
         for q, backlog in g.backlog.items():
             window = WINDOW_PER_WORKER * max(1, self._live_workers.get(q, 1)) + 2
             inflight = sum(p.chunk.queue == q for p in g.pending.values())
-            if inflight > window // 2:
+            if inflight > window // 2 and not (backlog and backlog[0].attempt):  # retries go at once
                 continue
-            while backlog and inflight < window:
+            while backlog and (inflight < window or backlog[0].attempt):
                 fresh.append(backlog.popleft())
                 inflight += 1
         if fresh:
-            await self._enqueue(g, fresh)
+            try:
+                await self._enqueue(g, fresh)
+            except BaseException:  # not queued: keep them for the next try, in order
+                for c in reversed(fresh):
+                    g.backlog[c.queue].appendleft(c)
+                raise
 
     async def _gather(self, g: _Gather, batch_id: str, deadline: float) -> None:
         key = results_key(batch_id)
@@ -314,6 +319,6 @@ class RQExecutor(Executor):
                         "error": f"the worker scoring this item died {c.attempt + 1} time(s) "
                                  f"(REWARD_SERVICE_CHUNK_RETRIES={self.settings.chunk_retries}); not scored",
                         "queue": c.queue})
-        if retry:
-            await self._enqueue(g, retry)
-        await self._top_up(g)  # lost chunks freed window slots
+        for c in reversed(retry):
+            g.backlog[c.queue].appendleft(c)
+        await self._top_up(g)
