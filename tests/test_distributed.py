@@ -13,10 +13,10 @@ from rq import Worker
 
 try:  # tests/ as a package or as a plain directory on sys.path
     from tests.live_service import running_service
-    from tests.redis_fixtures import redis_running, redis_server, workers_running  # noqa: F401  (fixtures)
+    from tests.redis_fixtures import Workers, redis_running, redis_server, workers_running  # noqa: F401  (fixtures)
 except ImportError:
     from live_service import running_service
-    from redis_fixtures import redis_running, redis_server, workers_running  # noqa: F401  (fixtures)
+    from redis_fixtures import Workers, redis_running, redis_server, workers_running  # noqa: F401  (fixtures)
 from reward_service.api import create_app
 from reward_service.config import Settings
 
@@ -58,8 +58,8 @@ def wait_ready(c: TestClient, timeout_s: float = 30) -> None:
         time.sleep(0.2)
 
 
-def kill_worker_busy_for(redis_server, seconds: float) -> int:
-    """SIGKILL the RQ worker process that has been on one chunk for ``seconds``; its pid."""
+def worker_busy_for(redis_server, seconds: float) -> Worker:
+    """The RQ worker that has been on one chunk for ``seconds`` (a slow item)."""
     r = redis_server.client()
     seen: dict[str, float] = {}
     deadline = time.monotonic() + 30
@@ -68,12 +68,18 @@ def kill_worker_busy_for(redis_server, seconds: float) -> int:
             if w.get_state() == "busy" and os.path.exists(f"/proc/{w.pid}"):
                 since = seen.setdefault(w.name, time.monotonic())
                 if time.monotonic() - since >= seconds:
-                    os.kill(w.pid, signal.SIGKILL)
-                    return w.pid
+                    return w
             else:
                 seen.pop(w.name, None)
         time.sleep(0.05)
     raise AssertionError("no worker stayed busy on a chunk")
+
+
+def kill_worker_busy_for(redis_server, seconds: float) -> int:
+    """SIGKILL the RQ worker process that has been on one chunk for ``seconds``; its pid."""
+    pid = worker_busy_for(redis_server, seconds).pid
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def score_in_background(c: TestClient, body: dict) -> concurrent.futures.Future:
@@ -168,6 +174,25 @@ def test_chunk_past_its_retries_comes_back_as_error(redis_server, workers):
     assert "REWARD_SERVICE_CHUNK_RETRIES=0" in body["results"][0]["detail"]["error"]
     assert body["results"][1]["reward"] == 1.0
     workers.wait_ready()
+
+
+def test_sigterm_lets_workers_finish_their_chunk_then_stop():
+    with redis_running() as rs:
+        w = Workers(rs, 1, queues="math")
+        try:
+            w.wait_ready()
+            with TestClient(create_app(settings(rs.url))) as c:
+                slow = math_item(0) | {"completion": SLOW_MATH, "ground_truth": "5"}
+                pending = score_in_background(c, {"items": [math_item(n) for n in range(1, 4)] + [slow],
+                                                  "timeout_s": 30})
+                worker_busy_for(rs, 0.5)
+                w.proc.send_signal(signal.SIGTERM)
+                body = pending.result(timeout=60).json()
+                assert w.proc.wait(30) == 0
+        finally:
+            w.stop()
+    assert [r["reward"] for r in body["results"][:3]] == [1.0] * 3
+    assert body["results"][3]["status"] == "timeout" and "item limit" in body["results"][3]["detail"]["error"]
 
 
 # -- two API replicas ---------------------------------------------------------------------------------------
