@@ -25,7 +25,7 @@ import signal
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from reward_service.config import Settings
 
@@ -45,7 +45,6 @@ class _Slot:
     started_at: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
-    names: list[str] = field(default_factory=list)
 
 
 def resolve_queues(names: list[str]) -> list[str]:
