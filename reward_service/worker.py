@@ -226,8 +226,12 @@ def _worker_main(settings: Settings, queue_names: list[str], name: str) -> None:
 
     conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=WORKER_TTL_S,
                                 socket_keepalive=True)
-    worker = ScoringWorker(queue_names, connection=conn, name=name, worker_ttl=WORKER_TTL_S,
-                           maintenance_interval=60, default_result_ttl=60)
+    try:
+        worker = ScoringWorker(queue_names, connection=conn, name=name, worker_ttl=WORKER_TTL_S,
+                               maintenance_interval=60, default_result_ttl=60)
+    except redis.RedisError as e:  # the supervisor retries with backoff; one line says why
+        log.error("worker %s cannot reach Redis: %s", name, e)
+        raise SystemExit(1) from None
     rq_job.start_scoring(settings.worker_memory_mb)
     try:
         worker.work(logging_level="WARNING", dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
