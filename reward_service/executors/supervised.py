@@ -131,18 +131,19 @@ def run_items(
         if msg is None and time.monotonic() < limit:
             continue  # woke up only to tick
         # The item overran its limit, or the child died under it.
+        # Replace before answering, so a caller that got its answer finds the pool whole again.
         if msg == "died":
             code = worker.proc.exitcode if worker.proc else None
-            emit(i, Outcome(0.0, "error", {"error": f"scoring worker died (exit code {code}) while scoring this item"}))
             replace("crash")
+            emit(i, Outcome(0.0, "error", {"error": f"scoring worker died (exit code {code}) while scoring this item"}))
         elif deadline is not None and time.monotonic() >= deadline:
             replace("batch_expired")
             for j, jb in pending:
                 emit(j, timed_out(jb, "batch deadline reached before this item was scored"))
             return
         else:
-            emit(i, timed_out(job, f"verifier exceeded the {job.timeout_s:g} s item limit; stopped"))
             replace("timeout")
+            emit(i, timed_out(job, f"verifier exceeded the {job.timeout_s:g} s item limit; stopped"))
         pending.pop(0)
         if pending:
             worker.conn.send(pending)
