@@ -6,6 +6,7 @@ the executor that calls it owns time limits, so a verifier only judges.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -20,6 +21,21 @@ class InvalidInput(ValueError):
     Raised by verifiers; the message becomes ``detail.error`` and should say
     what was expected.
     """
+
+
+def json_object(ground_truth: Any, shapes: str) -> dict[str, Any]:
+    """A ground truth given as an object or as a JSON string of one (datasets store both).
+
+    ``shapes`` describes what is accepted; it goes into the ``invalid`` detail.
+    """
+    if isinstance(ground_truth, (str, bytes)):
+        try:
+            ground_truth = json.loads(ground_truth)
+        except ValueError as e:
+            raise InvalidInput(f"ground truth is a string but not valid JSON ({e}); expected {shapes}") from None
+    if not isinstance(ground_truth, dict):
+        raise InvalidInput(f"expected {shapes}")
+    return ground_truth
 
 
 @dataclass

@@ -12,13 +12,12 @@ metadata implies (see ``_CONFIG_FROM_METADATA``).
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from functools import lru_cache
 from typing import Any, Callable
 
-from verifiers.base import InvalidInput
+from verifiers.base import InvalidInput, json_object
 from verifiers.tasks._rg_guard import ANSWER_EVALUATED, GROUND_TRUTH_EVALUATED, unsafe_reason
 
 # What GET /tasks advertises, without importing reasoning_gym at start-up:
@@ -100,15 +99,8 @@ _RESTORE_METADATA: dict[str, Callable[[dict], dict]] = {
 
 def parse_entry(ground_truth: Any) -> dict[str, Any]:
     """The Reasoning Gym entry in ``ground_truth`` (a dict or its JSON text), checked for shape."""
-    entry = ground_truth
-    if isinstance(entry, str):
-        try:
-            entry = json.loads(entry)
-        except ValueError as e:
-            raise InvalidInput(f"ground truth string is not JSON: {e}") from None
-    if not isinstance(entry, dict):
-        raise InvalidInput('ground truth must be a Reasoning Gym entry {"question", "answer", "metadata": '
-                           '{"source_dataset", ...}} (an object or its JSON text)')
+    entry = json_object(ground_truth, 'a Reasoning Gym entry {"question", "answer", "metadata": '
+                                      '{"source_dataset", ...}} (an object or its JSON text)')
     md = entry.get("metadata")
     if not isinstance(md, dict) or not isinstance(md.get("source_dataset"), str):
         raise InvalidInput('ground truth needs "metadata" with a string "source_dataset", '

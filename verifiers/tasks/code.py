@@ -24,7 +24,7 @@ from pydantic import Field
 
 import sandbox
 from sandbox.types import Limits, RunStatus
-from verifiers.base import InvalidInput, TaskOptions, Verdict
+from verifiers.base import InvalidInput, TaskOptions, Verdict, json_object
 from verifiers.extract import ThinkMode, last_code_block, strip_thinking
 from verifiers.registry import register
 from verifiers.tasks._code_asserts import prepare
@@ -96,13 +96,7 @@ class Suite:
 
 
 def parse_ground_truth(gt: Any) -> Suite:
-    if isinstance(gt, (str, bytes)):
-        try:
-            gt = json.loads(gt)
-        except ValueError as e:
-            raise InvalidInput(f"ground truth is a string but not JSON ({e}); {SHAPES}") from None
-    if not isinstance(gt, dict):
-        raise InvalidInput(SHAPES)
+    gt = json_object(gt, SHAPES)
     if "inputs" in gt or "outputs" in gt:
         return _io_suite(gt)
     if "test" in gt and ("entry_point" in gt or "test_list" not in gt):

@@ -8,10 +8,9 @@ dropping its first line, its last line, both, and/or every ``*``.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from verifiers.base import InvalidInput, TaskOptions, Verdict
+from verifiers.base import InvalidInput, TaskOptions, Verdict, json_object
 from verifiers.extract import ThinkMode, strip_thinking
 from verifiers.registry import register
 from verifiers.tasks._ifeval_instructions import INSTRUCTIONS, Outcome, Prepared, prepare
@@ -24,13 +23,7 @@ class IfevalOptions(TaskOptions):
 
 
 def parse_ground_truth(ground_truth: Any, prompt: str | None) -> list[Prepared]:
-    if isinstance(ground_truth, str):
-        try:
-            ground_truth = json.loads(ground_truth)
-        except ValueError as e:
-            raise InvalidInput(f"ground_truth is not valid JSON: {e}") from None
-    if not isinstance(ground_truth, dict):
-        raise InvalidInput('ground_truth must be {"instruction_id_list": [...], "kwargs": [{...}, ...]} or a JSON string of it')
+    ground_truth = json_object(ground_truth, '{"instruction_id_list": [...], "kwargs": [{...}, ...]} or a JSON string of it')
     ids = ground_truth.get("instruction_id_list")
     if not isinstance(ids, list) or not ids:
         raise InvalidInput("ground_truth.instruction_id_list must be a non-empty list of instruction ids")
