@@ -70,6 +70,9 @@ class TaskSpec:
     timeout_s: float = 10.0
     family: str = ""  # queue / metrics grouping; defaults to name
     extra: dict[str, Any] = field(default_factory=dict)
+    # Heavy modules the verifier imports lazily; long-lived workers import them once
+    # before forking scoring processes, so a replaced process doesn't pay for them again.
+    preload: tuple[str, ...] = ()
 
     @property
     def queue(self) -> str:

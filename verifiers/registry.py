@@ -26,6 +26,7 @@ def register(
     options: type[TaskOptions] = TaskOptions,
     timeout_s: float = 10.0,
     family: str = "",
+    preload: tuple[str, ...] = (),
     **extra: Any,
 ):
     """Decorator registering ``fn(completion, ground_truth, options, prompt) -> Verdict``."""
@@ -33,7 +34,7 @@ def register(
     def decorate(fn: VerifyFn) -> VerifyFn:
         if name in _TASKS:
             raise ValueError(f"task {name!r} registered twice")
-        _TASKS[name] = TaskSpec(name, description, ground_truth, options, fn, timeout_s, family, extra)
+        _TASKS[name] = TaskSpec(name, description, ground_truth, options, fn, timeout_s, family, extra, preload)
         return fn
 
     return decorate
@@ -49,6 +50,13 @@ def load_all() -> dict[str, TaskSpec]:
                 importlib.import_module(f"verifiers.tasks.{mod.name}")
         _loaded = True
     return _TASKS
+
+
+def preload() -> None:
+    """Import every task's heavy lazy dependencies now (in a process that will fork workers)."""
+    for spec in load_all().values():
+        for module in spec.preload:
+            importlib.import_module(module)
 
 
 def get(name: str) -> TaskSpec | None:

@@ -11,9 +11,11 @@ import resource
 import signal
 
 import verifiers
+import verifiers.registry
 from reward_service.executors.base import execute
 
 verifiers.load_all()
+verifiers.registry.preload()
 
 
 def main(conn, memory_mb: int) -> None:
