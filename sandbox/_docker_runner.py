@@ -369,5 +369,226 @@ def serve():
         out.flush()
 
 
+# -- warm Python sessions of the process backend ---------------------------------------
+# The same supervisor, started by bubblewrap as PID 1 of a long-lived session
+# (``bwrap --as-pid-1 python3 -I -c <this file> warm <fd>``). Requests arrive
+# on a SOCK_SEQPACKET socket with the run's pipes and memfds attached
+# (SCM_RIGHTS), so no program data ever passes through this process's memory.
+# A python run is a fork of this already-warm interpreter that executes the
+# source as ``__main__`` (no exec, no interpreter start).
+
+WARM_WORK = "/box"
+WARM_SCRATCH = ("/box", "/tmp", "/dev/shm")
+# Imported once per session so forked runs get them for free: the harness's
+# imports and what short programs commonly import.
+WARM_PRELOAD = ("marshal", "resource", "select", "_json", "_signal", "types", "atexit", "traceback",
+                "math", "collections", "itertools", "functools", "heapq", "bisect", "string", "re",
+                "typing", "random", "copy", "operator", "json", "fractions", "decimal", "datetime",
+                "statistics", "dataclasses", "enum", "array", "struct", "hashlib", "threading")
+
+
+def _warm_child_signals():
+    """What a fresh interpreter starts with: defaults, SIGINT raising, SIGPIPE/SIGXFSZ ignored."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _copy_in(src_fd, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        size = os.fstat(src_fd).st_size
+        while size > 0:
+            n = os.sendfile(out, src_fd, None, size)
+            if n <= 0:
+                break
+            size -= n
+    finally:
+        os.close(out)
+
+
+def _warm_limits(lim):
+    cpu = max(1, int(lim["cpu_time_s"] + 0.999))
+    for res, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)),
+                       (resource.RLIMIT_AS, (lim["memory_mb"] << 20,) * 2),
+                       (resource.RLIMIT_FSIZE, (lim["file_size_mb"] << 20,) * 2),
+                       (resource.RLIMIT_NPROC, (lim["nproc"],) * 2),
+                       (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
+                       (resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_MEMLOCK, (0, 0)),
+                       (resource.RLIMIT_MSGQUEUE, (0, 0))):
+        resource.setrlimit(res, value)
+
+
+def _exit_status_of(exc):
+    """Exit status for an uncaught SystemExit, as the interpreter computes it."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:  # noqa: BLE001
+        pass
+    return 1
+
+
+def _warm_child(req, fds):
+    """In the forked child: become a fresh-looking ``python3 -I main.py`` and run the source. Never returns."""
+    try:
+        os.setsid()
+        _warm_child_signals()
+        for target, fd in enumerate(fds[:3]):
+            os.dup2(fd, target)
+        source = b""
+        for name, fd in zip(req["files"], fds[3:]):
+            _copy_in(fd, os.path.join(WARM_WORK, name))
+            if name == "main.py":
+                os.lseek(fd, 0, os.SEEK_SET)
+                source = os.read(fd, os.fstat(fd).st_size + 1)
+        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+            if fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.chdir(WARM_WORK)
+        _warm_limits(req["limits"])
+        # Undo the inherited non-dumpable flag (it makes /proc/self root-owned); ours stays set.
+        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # the program, never the supervisor, is the OOM killer's first choice
+        os.environ.clear()
+        os.environ.update(req["env"])
+        sys.argv = ["main.py"] + list(req["argv"])
+    except BaseException as e:  # noqa: BLE001
+        os.write(2, ("sandbox supervisor: run setup failed: %s: %s\n" % (type(e).__name__, e)).encode())
+        os._exit(125)
+    _warm_exec_main(source)
+
+
+def _warm_exec_main(source):
+    import builtins
+    import types
+    main = types.ModuleType("__main__")
+    main.__file__ = os.path.join(WARM_WORK, "main.py")
+    main.__cached__ = None
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    status, interrupted = 0, False
+    try:
+        exec(compile(source, main.__file__, "exec"), main.__dict__)
+    except SystemExit as e:
+        status = _exit_status_of(e)
+    except BaseException as e:  # noqa: BLE001 - reported like the interpreter does
+        interrupted = isinstance(e, KeyboardInterrupt)
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        e.__traceback__ = tb  # hide this frame, as the interpreter shows only the program's
+        try:
+            sys.excepthook(type(e), e, tb)
+        except BaseException:  # noqa: BLE001
+            pass
+        status = 1
+    status = _warm_finalize(status)
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status)
+
+
+def _warm_finalize(status):
+    """What interpreter shutdown does before exiting: join threads, atexit hooks, flush stdio."""
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
+    except SystemExit as e:
+        status = _exit_status_of(e)
+    except BaseException:  # noqa: BLE001
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:  # noqa: BLE001
+            if stream is sys.stdout:
+                status = 120
+    return status
+
+
+def _warm_wait(child):
+    """Reap everything until the run's main process exits; its (status, rusage)."""
+    while True:
+        try:
+            pid, status, rusage = os.wait4(-1, 0)
+        except ChildProcessError:
+            return None, None
+        if pid == child:
+            return status, rusage
+
+
+def _warm_send(sock, msg):
+    sock.send(json.dumps(msg).encode())
+
+
+def serve_warm(sock_fd):
+    import gc
+    import socket
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # As PID 1 only signals we handle can reach us from inside; Python's own SIGINT handler goes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=sock_fd)
+    for name in WARM_PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    gc.collect()
+    gc.freeze()  # forked runs then don't copy-on-write every object's GC header
+    _warm_send(sock, {"event": "ready"})
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 64)
+        except OSError:
+            return
+        if not msg:
+            return  # the host hung up: the session ends with us
+        child = None
+        try:
+            req = json.loads(msg)
+            child = os.fork()
+            if child == 0:
+                _warm_child(req, fds)
+        except Exception as e:  # noqa: BLE001 - the host retires this session
+            _warm_send(sock, {"event": "exited", "error": "%s: %s" % (type(e).__name__, e)})
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if child is not None:
+            status, rusage = _warm_wait(child)
+            _warm_send(sock, {"event": "exited", "exit_code": os.waitstatus_to_exitcode(status) if status is not None else None,
+                              "cpu": (rusage.ru_utime + rusage.ru_stime) if rusage else 0.0})
+        clean = kill_everything_else()
+        for root in WARM_SCRATCH:
+            clean = wipe(root) and clean
+        clean = remove_sysv_ipc() and clean
+        _warm_send(sock, {"event": "clean", "clean": bool(clean and kill_everything_else() and child is not None)})
+
+
 if __name__ == "__main__":
-    serve()
+    if sys.argv[1:2] == ["warm"]:
+        serve_warm(int(sys.argv[2]))
+    else:
+        serve()

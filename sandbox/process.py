@@ -40,6 +40,7 @@ from typing import Mapping
 from sandbox.base import LANGUAGES, Sandbox
 from sandbox import process_netns, process_seccomp
 from sandbox.process_slots import Slot, SlotCgroup, SlotPool
+from sandbox.process_warm import WarmPool
 from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class ProcessConfig:
     compile_time_s: float = 30.0
     reuse_netns: bool = True
     seccomp: bool = True
+    warm: bool = True  # python runs in warm per-slot sessions (sandbox.process_warm)
+    warm_runs: int = 500  # runs per warm session before it is replaced
+    warm_sessions: int = 4  # idle warm sessions one service process keeps (each holds a slot)
 
     @classmethod
     def from_env(cls) -> "ProcessConfig":
@@ -107,6 +111,9 @@ class ProcessConfig:
             compile_time_s=float(_env("COMPILE_TIME_S", "30")),
             reuse_netns=_env("REUSE_NETNS", "1").lower() not in ("0", "off", "no", "false"),
             seccomp=_env("SECCOMP", "1").lower() not in ("0", "off", "no", "false"),
+            warm=_env("WARM", "1").lower() not in ("0", "off", "no", "false"),
+            warm_runs=int(_env("WARM_RUNS", "500")),
+            warm_sessions=int(_env("WARM_SESSIONS", "4")),
         )
 
 
@@ -180,6 +187,7 @@ class ProcessSandbox(Sandbox):
         self._subreaper = False
         self._owner_pid = 0
         self._pool_lock = threading.Lock()
+        self._warm: WarmPool | None = WarmPool(self) if self.config.warm else None
         self._root_args = _root_view(self.config.ro_binds)
         if not self.config.site_packages:
             self._root_args += _hide_site_packages()
@@ -216,6 +224,7 @@ class ProcessSandbox(Sandbox):
             "seccomp": "deny-list" if self.config.seccomp and process_seccomp.filter_program() else "off",
             "netns": "per-slot, reused, loopback down" if pool.reuse_netns
             else f"fresh per run ({pool.netns_error or 'disabled or not root'})",
+            "python_runs": "warm per-slot sessions (forked supervisor)" if self._warm else "cold (one bwrap each)",
             "cgroups": "v1 memory+pids" if pool.use_cgroups
             else f"off ({pool.cgroup_error or 'disabled or not root'})",
         }
@@ -244,7 +253,13 @@ class ProcessSandbox(Sandbox):
                 f"status={result.status.value} exit={result.exit_code} detail={result.detail!r} "
                 f"stderr={result.stderr[-500:].decode(errors='replace')!r}")
 
+    def session_pids(self) -> set[int]:
+        """Host pids of live warm sessions (their bwrap and supervisor), which outlive runs by design."""
+        return self._warm.pids() if self._warm is not None else set()
+
     def close(self) -> None:
+        if self._warm is not None:
+            self._warm.close()
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.close()
@@ -264,6 +279,10 @@ class ProcessSandbox(Sandbox):
         too_big = [name for name, data in files.items() if len(data) > limits.file_size_mb << 20]
         if too_big:  # bwrap would die of SIGXFSZ copying them in
             return RunResult(RunStatus.sandbox_error, detail=f"files over file_size_mb={limits.file_size_mb}: {too_big}")
+        if self._warm is not None and language == "python":
+            self.pool  # noqa: B018 - first use: subreaper, slots
+            tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
+            return self._warm.run(files, stdin, limits, list(argv or []), tmpfs_bytes)
         try:
             slot = self.pool.acquire()
         except (OSError, TimeoutError) as e:
@@ -298,32 +317,15 @@ class ProcessSandbox(Sandbox):
                 # the program's limits apply from the moment it starts.
                 session_memory_mb = max(limits.memory_mb, self.config.compile_memory_mb)
                 session_cpu_s = max(limits.cpu_time_s, compile_budget_s)
-            # With a slot's reused network namespace, bwrap is born in it and must not make its own.
-            unshare = (["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
-                       if slot.netns_fd is not None else ["--unshare-all", "--unshare-user"])
-            args = [*self._rlimit_prefix(limits, session_memory_mb, session_cpu_s), self.config.bwrap,
-                    *unshare, "--disable-userns",
-                    "--die-with-parent", "--new-session", "--hostname", "sandbox",
-                    *self._root_args, "--proc", "/proc", "--dev", "/dev",
-                    # Every writable place is a size-capped tmpfs; the rest of the tree is read-only.
-                    "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-                    "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
-                    "--size", str(tmpfs_bytes), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR,
-                    "--info-fd", str(info_w), "--block-fd", str(block_r), "--clearenv"]
-            for key, value in SANDBOX_ENV.items():
-                args += ["--setenv", key, value]
             def memfd(data: bytes) -> int:
-                fd = os.memfd_create("sandbox-file", os.MFD_CLOEXEC)
+                fd = _memfd(data, inheritable=True)
                 fds_to_close.append(fd)
-                _write_all(fd, data)
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.set_inheritable(fd, True)
                 pass_fds.append(fd)
                 return fd
 
-            bpf = process_seccomp.filter_program() if self.config.seccomp else None
-            if bpf is not None:
-                args += ["--seccomp", str(memfd(bpf))]
+            args = [*self._rlimit_prefix(limits, session_memory_mb, session_cpu_s),
+                    *self._bwrap_args(slot, tmpfs_bytes, info_w, memfd),
+                    "--block-fd", str(block_r)]
             for name, data in files.items():
                 fd = memfd(data)
                 parent = os.path.dirname(name)
@@ -360,6 +362,26 @@ class ProcessSandbox(Sandbox):
                     os.close(fd)
                 except OSError:
                     pass
+
+    def _bwrap_args(self, slot: Slot, tmpfs_bytes: int, info_w: int, memfd) -> list[str]:
+        """bwrap and its options up to the files: namespaces, read-only view, tmpfs, env, seccomp."""
+        # With a slot's reused network namespace, bwrap is born in it and must not make its own.
+        unshare = (["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
+                   if slot.netns_fd is not None else ["--unshare-all", "--unshare-user"])
+        args = [self.config.bwrap, *unshare, "--disable-userns",
+                "--die-with-parent", "--new-session", "--hostname", "sandbox",
+                *self._root_args, "--proc", "/proc", "--dev", "/dev",
+                # Every writable place is a size-capped tmpfs; the rest of the tree is read-only.
+                "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+                "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
+                "--size", str(tmpfs_bytes), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR,
+                "--info-fd", str(info_w), "--clearenv"]
+        for key, value in SANDBOX_ENV.items():
+            args += ["--setenv", key, value]
+        bpf = process_seccomp.filter_program() if self.config.seccomp else None
+        if bpf is not None:
+            args += ["--seccomp", str(memfd(bpf))]
+        return args
 
     def _supervise(self, slot: Slot, args: list[str], pass_fds: list[int], fds_to_close: list[int],
                    info_r: int, block_w: int, build: _Compile | None, stdin: bytes,
@@ -686,6 +708,18 @@ def _become_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _memfd(data: bytes, inheritable: bool = False) -> int:
+    fd = os.memfd_create("sandbox-file", os.MFD_CLOEXEC)
+    try:
+        _write_all(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.set_inheritable(fd, inheritable)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -67,6 +67,7 @@ class SlotCgroup:
         self._homes = homes
         self._memsw = os.path.exists(os.path.join(self.memory_dir, "memory.memsw.limit_in_bytes"))
         self._oom_before = 0
+        self._pids_before = 0
         self._baseline = 0
 
     @property
@@ -130,6 +131,17 @@ class SlotCgroup:
         """Limits and counters for the run, set after the spawning thread has left."""
         self.limit_memory(memory_bytes)
         self.restart_counters()
+
+    def arm_run(self, memory_bytes: int, max_pids: int) -> None:
+        """Limits and counters for one run of a warm session (already inside the cgroup)."""
+        _write(os.path.join(self.pids_dir, "pids.max"), str(max_pids))
+        self.limit_memory(memory_bytes)  # EBUSY if what is charged can't be reclaimed below it
+        self._oom_before = self.oom_kills()
+        self._pids_before = self.pids_refused()
+        self.restart_counters()
+
+    def pids_refused_since_arm(self) -> int:
+        return self.pids_refused() - self._pids_before
 
     def limit_memory(self, limit: int) -> None:
         mem = os.path.join(self.memory_dir, "memory.limit_in_bytes")

@@ -61,10 +61,16 @@ def sandbox() -> RecordingSandbox:
     sb.close()
 
 
-def _survivors(windows: list[tuple[int, float, float]]) -> list[str]:
-    """Host processes started by one of these runs (its slot uid, inside its time window)."""
+def _survivors(windows: list[tuple[int, float, float]], sessions: set[int] = frozenset()) -> list[str]:
+    """Host processes started by one of these runs (its slot uid, inside its time window).
+
+    ``sessions``: the live warm sessions' bwrap and supervisor, which outlive runs by design
+    (what a run leaves *inside* a warm session is tested in test_sandbox_warm.py).
+    """
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) in sessions:
+            continue
         try:
             status = Path(f"/proc/{pid}/status").read_text()
             started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -92,7 +98,7 @@ def nothing_survives(sandbox: RecordingSandbox):
     sandbox.windows.clear()
     yield
     deadline = time.monotonic() + 2
-    while (left := _survivors(sandbox.windows)) and time.monotonic() < deadline:
+    while (left := _survivors(sandbox.windows, sandbox.session_pids())) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"sandbox processes survived the run: {left}"
 
