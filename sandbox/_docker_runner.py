@@ -9,6 +9,12 @@ it inherits every orphan. Before answering it kills every other process,
 wipes the writable areas and SysV IPC, and says whether that left the
 container clean; the host recycles any container that is not. Standard
 library only: it runs under the image's Python, not the service's.
+
+The process backend starts the same code as PID 1 of its warm bubblewrap
+sessions (``warm`` mode, ``serve_warm``; see ``sandbox/process_warm.py``):
+there a python run is a fork of this interpreter rather than a new one, and
+the same cleanup (``kill_everything_else``, ``wipe``, ``remove_sysv_ipc``)
+runs between runs.
 """
 import base64
 import ctypes
@@ -381,7 +387,8 @@ WARM_WORK = "/box"
 WARM_SCRATCH = ("/box", "/tmp", "/dev/shm")
 # Imported once per session so forked runs get them for free: the harness's
 # imports and what short programs commonly import.
-WARM_PRELOAD = ("marshal", "resource", "select", "_json", "_signal", "types", "atexit", "traceback",
+WARM_PRELOAD = ("marshal", "resource", "select", "_json", "_signal", "_ctypes", "subprocess", "tempfile",
+                "types", "atexit", "traceback",
                 "math", "collections", "itertools", "functools", "heapq", "bisect", "string", "re",
                 "typing", "random", "copy", "operator", "json", "fractions", "decimal", "datetime",
                 "statistics", "dataclasses", "enum", "array", "struct", "hashlib", "threading")

@@ -279,7 +279,8 @@ class ProcessSandbox(Sandbox):
         too_big = [name for name, data in files.items() if len(data) > limits.file_size_mb << 20]
         if too_big:  # bwrap would die of SIGXFSZ copying them in
             return RunResult(RunStatus.sandbox_error, detail=f"files over file_size_mb={limits.file_size_mb}: {too_big}")
-        if self._warm is not None and language == "python":
+        # A warm run's files travel as descriptors in one message (at most 64 with its pipes).
+        if self._warm is not None and language == "python" and len(files) <= 48:
             self.pool  # noqa: B018 - first use: subreaper, slots
             tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
             return self._warm.run(files, stdin, limits, list(argv or []), tmpfs_bytes)

@@ -185,3 +185,10 @@ def test_runs_inherit_only_their_own_descriptors(sandbox):
     r = sandbox.run("python", "import os\nprint(sorted(int(f) for f in os.listdir('/proc/self/fd')))",
                     files={"a.txt": b"x", "b/c.txt": b"y"}, limits=QUICK)
     assert r.stdout == b"[0, 1, 2, 3]\n", r
+
+
+def test_a_run_with_more_files_than_one_message_carries_goes_cold(sandbox):
+    files = {f"f{i}.txt": b"x" for i in range(60)}
+    r = sandbox.run("python", "import os\nprint(len(os.listdir('.')))", files=files, limits=QUICK)
+    assert r.status == RunStatus.ok and r.stdout == b"61\n", r
+    assert "warm" not in r.extra
