@@ -236,8 +236,10 @@ def _unlock(top):
 def wipe(root):
     try:
         names = os.listdir(root)
-    except OSError:
+    except FileNotFoundError:
         return True
+    except OSError:
+        return False
     for name in names:
         path = os.path.join(root, name)
         if os.path.isdir(path) and not os.path.islink(path):
@@ -392,6 +394,20 @@ WARM_PRELOAD = ("marshal", "resource", "select", "_json", "_signal", "_ctypes", 
                 "math", "collections", "itertools", "functools", "heapq", "bisect", "string", "re",
                 "typing", "random", "copy", "operator", "json", "fractions", "decimal", "datetime",
                 "statistics", "dataclasses", "enum", "array", "struct", "hashlib", "threading")
+
+
+def reset_dir(path, mode):
+    """A scratch root back to how the session started: its mode and no extended attributes
+    (a run may chmod it or tag it with user.* xattrs for the next one to read)."""
+    try:
+        os.chmod(path, mode)
+        for name in os.listxattr(path):
+            os.removexattr(path, name)
+        return not os.listxattr(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _warm_child_signals():
@@ -562,6 +578,7 @@ def serve_warm(sock_fd):
             __import__(name)
         except ImportError:
             pass
+    modes = {root: os.stat(root).st_mode & 0o7777 for root in WARM_SCRATCH}
     gc.collect()
     gc.freeze()  # forked runs then don't copy-on-write every object's GC header
     _warm_send(sock, {"event": "ready"})
@@ -589,7 +606,7 @@ def serve_warm(sock_fd):
                               "cpu": (rusage.ru_utime + rusage.ru_stime) if rusage else 0.0})
         clean = kill_everything_else()
         for root in WARM_SCRATCH:
-            clean = wipe(root) and clean
+            clean = reset_dir(root, modes[root]) and wipe(root) and clean
         clean = remove_sysv_ipc() and clean
         _warm_send(sock, {"event": "clean", "clean": bool(clean and kill_everything_else() and child is not None)})
 

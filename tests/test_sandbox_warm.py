@@ -192,3 +192,15 @@ def test_a_run_with_more_files_than_one_message_carries_goes_cold(sandbox):
     r = sandbox.run("python", "import os\nprint(len(os.listdir('.')))", files=files, limits=QUICK)
     assert r.status == RunStatus.ok and r.stdout == b"61\n", r
     assert "warm" not in r.extra
+
+
+def test_a_scratch_root_locked_or_tagged_by_a_run_is_restored_for_the_next(sandbox):
+    tamper = ("import os\n"
+              "os.setxattr('/tmp', 'user.note', b'for the next run')\n"
+              "os.chmod('/tmp', 0o500)\nos.chmod('/box', 0o000)\nprint('tampered')")
+    look = ("import os\n"
+            "print(os.listxattr('/tmp'), oct(os.stat('/tmp').st_mode & 0o777), oct(os.stat('/box').st_mode & 0o777),"
+            " sorted(os.listdir('/box')))")
+    first, second = run_pair(sandbox, tamper, look)
+    assert first.stdout == b"tampered\n", first
+    assert second.stdout == b"[] 0o755 0o755 ['main.py']\n", second
