@@ -204,3 +204,23 @@ def test_a_scratch_root_locked_or_tagged_by_a_run_is_restored_for_the_next(sandb
     first, second = run_pair(sandbox, tamper, look)
     assert first.stdout == b"tampered\n", first
     assert second.stdout == b"[] 0o755 0o755 ['main.py']\n", second
+
+
+def test_a_session_that_dies_under_a_run_gives_a_clean_status_and_the_next_run_works(sandbox):
+    import signal
+    import threading
+    import time
+
+    results = []
+    runner = threading.Thread(target=lambda: results.append(
+        sandbox.run("python", "import time\nprint('started', flush=True)\ntime.sleep(5)", limits=dataclasses.replace(QUICK, wall_time_s=10))))
+    runner.start()
+    time.sleep(0.5)
+    for pid in sandbox.session_pids():  # what an OOM kill of the supervisor would do
+        os.kill(pid, signal.SIGKILL)
+    runner.join(10)
+    (r,) = results
+    assert r.status == RunStatus.runtime_error and "session ended" in r.detail, r
+    assert r.wall_time_s < 3
+    nxt = sandbox.run("python", "print('next')", limits=QUICK)
+    assert nxt.status == RunStatus.ok and nxt.stdout == b"next\n" and nxt.extra["session_run"] == 1, nxt
