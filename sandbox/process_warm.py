@@ -158,6 +158,7 @@ class WarmPool:
         self._all: "weakref.WeakSet[WarmSession]" = weakref.WeakSet()
         self._busy: set[WarmSession] = set()
         self._spawner: ThreadPoolExecutor | None = None
+        self._reaper: threading.Thread | None = None
         self._owner = os.getpid()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (p := ref()) and p._after_fork())
@@ -167,7 +168,7 @@ class WarmPool:
         for s in list(self._all):
             s.forget()
         self._idle, self._busy, self._all = [], set(), weakref.WeakSet()
-        self._spawner, self._lock = None, threading.Lock()
+        self._spawner, self._reaper, self._lock = None, None, threading.Lock()
         self._owner = os.getpid()
 
     def pids(self) -> set[int]:
@@ -211,13 +212,14 @@ class WarmPool:
         found = None
         with self._lock:
             keep = []
-            for s in self._idle:
+            for s in reversed(self._idle):  # most recently used first: its cache is warmest
                 if found is None and s.key == key and s.alive():
                     found = s
-                elif s.key != key or now - s.last_used > WARM_IDLE_S or not s.alive():
+                elif now - s.last_used > WARM_IDLE_S or not s.alive():
                     stale.append(s)
                 else:
                     keep.append(s)
+            keep.reverse()
             self._idle = keep
             if found is not None:
                 self._busy.add(found)
@@ -242,14 +244,46 @@ class WarmPool:
     def _give_back(self, session: WarmSession) -> None:
         session.last_used = time.monotonic()
         cfg = self._sandbox.config
+        evicted: list[WarmSession] = []
         with self._lock:
             self._busy.discard(session)
-            keep = (not session.retire and session.runs < cfg.warm_runs and len(self._idle) < cfg.warm_sessions
+            keep = (not session.retire and session.runs < cfg.warm_runs and cfg.warm_sessions > 0
                     and session.alive())
             if keep:
                 self._idle.append(session)
+                while len(self._idle) > cfg.warm_sessions:
+                    evicted.append(self._idle.pop(0))  # least recently used
+                self._start_reaper()
         if not keep:
-            session.kill(self._sandbox)
+            evicted.append(session)
+        for s in evicted:
+            s.kill(self._sandbox)
+
+    def _start_reaper(self) -> None:
+        """Idle sessions hold slots other service processes may need: give them back after WARM_IDLE_S."""
+        if self._reaper is not None and self._reaper.is_alive():
+            return
+        ref = weakref.ref(self)
+
+        def reap() -> None:
+            while True:
+                time.sleep(WARM_IDLE_S / 4)
+                pool = ref()
+                if pool is None or pool._owner != os.getpid():
+                    return
+                now = time.monotonic()
+                with pool._lock:
+                    old = [s for s in pool._idle if now - s.last_used > WARM_IDLE_S]
+                    pool._idle = [s for s in pool._idle if s not in old]
+                    empty = not pool._idle
+                for s in old:
+                    s.kill(pool._sandbox)
+                del pool
+                if empty:
+                    return
+
+        self._reaper = threading.Thread(target=reap, name="sandbox-warm-reaper", daemon=True)
+        self._reaper.start()
 
     # -- starting a session -----------------------------------------------------------------
 
@@ -257,9 +291,11 @@ class WarmPool:
         sb, cfg, slot = self._sandbox, self._sandbox.config, s.slot
         host_sock, inner_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         s.sock = host_sock
+        inner_fd = inner_sock.detach()  # a raw fd from here on: closed exactly once, below
         info_r, info_w = os.pipe()
-        to_close = [info_r, info_w, inner_sock.fileno()]
-        pass_fds = [info_w, inner_sock.fileno()]
+        to_close = [info_r, info_w, inner_fd]
+        pass_fds = [info_w, inner_fd]
+        proc = None
         try:
             from sandbox.process import _memfd
 
@@ -272,7 +308,7 @@ class WarmPool:
             # Session-wide rlimits only where no run needs more; each run lowers its own.
             args = [cfg.prlimit, f"--nofile={256}", "--core=0", "--memlock=0", "--msgqueue=0", "--",
                     *sb._bwrap_args(slot, s.key, info_w, memfd), "--as-pid-1", "--remount-ro", "/",
-                    "--", cfg.python, "-I", "-c", SUPERVISOR_SOURCE, "warm", str(inner_sock.fileno())]
+                    "--", cfg.python, "-I", "-c", SUPERVISOR_SOURCE, "warm", str(inner_fd)]
             cg = slot.cgroup
             if cg is not None:
                 cg.prepare(8)
@@ -283,7 +319,6 @@ class WarmPool:
             for fd in pass_fds:
                 os.close(fd)
                 to_close.remove(fd)
-            inner_sock.detach()
             deadline = time.monotonic() + START_TIMEOUT_S
             inner = sb._read_child_pid(info_r, deadline)
             if inner is not None:
@@ -304,11 +339,8 @@ class WarmPool:
                     os.close(fd)
                 except OSError:
                     pass
-            try:
-                if 'proc' in locals() and proc.stderr is not None:
-                    proc.stderr.close()
-            except OSError:
-                pass
+            if proc is not None and proc.stderr is not None:
+                proc.stderr.close()
 
     def _spawn(self, slot: Slot, args: list[str], pass_fds: list[int]):
         """Fork bwrap from one long-lived thread: ``--die-with-parent`` follows the forking *thread*."""
