@@ -15,6 +15,12 @@ by a thread that has stepped into the slot's cgroups, so every process of the
 session is born limited.  The session starts blocked (``--block-fd``) until
 the cgroup limits are armed.  C++ is built inside the same session under its
 own budget; the program is released only after the limits are lowered to its own.
+
+Python runs by default go to a *warm* session of their slot instead
+(``sandbox.process_warm``): the same bwrap setup, started once, whose PID 1
+is a trusted supervisor that forks the already-started interpreter for each
+run and wipes the session between runs; ``REWARD_SERVICE_SANDBOX_WARM=0``
+gives every run its own cold session as described above.
 """
 from __future__ import annotations
 
