@@ -311,6 +311,9 @@ class WarmPool:
                     "--", cfg.python, "-I", "-c", SUPERVISOR_SOURCE, "warm", str(inner_fd)]
             cg = slot.cgroup
             if cg is not None:
+                # A session of a service process that died may still be dying in here.
+                if not cg.kill_all():
+                    raise RuntimeError(f"slot {slot.index}'s cgroup did not empty")
                 cg.prepare(8)
             proc = self._spawn(slot, args, pass_fds)
             s.outer_pid = proc.pid
