@@ -34,6 +34,7 @@ of ``python3 -I``; shutdown (thread join, atexit, flush) is emulated; the
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
@@ -162,6 +163,9 @@ class WarmPool:
         self._owner = os.getpid()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (p := ref()) and p._after_fork())
+        # Sessions die with us anyway (--die-with-parent), but killed and reaped here they leave
+        # no orphaned bwrap for a subreaper parent to collect.
+        atexit.register(lambda: (p := ref()) and p._owner == os.getpid() and p.close())
 
     def _after_fork(self) -> None:
         # The slot locks of sessions we inherited belong to the parent's sessions.

@@ -224,3 +224,20 @@ def test_a_session_that_dies_under_a_run_gives_a_clean_status_and_the_next_run_w
     assert r.wall_time_s < 3
     nxt = sandbox.run("python", "print('next')", limits=QUICK)
     assert nxt.status == RunStatus.ok and nxt.stdout == b"next\n" and nxt.extra["session_run"] == 1, nxt
+
+
+def test_a_forked_service_process_starts_its_own_sessions_and_leaves_the_parents_alone(sandbox):
+    before = sandbox.run("python", "print('parent')", limits=QUICK)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            r = sandbox.run("python", "print('child')", limits=QUICK)
+            ok = r.stdout == b"child\n" and r.extra["slot"] != before.extra["slot"] and r.extra["session_run"] == 1
+            sandbox.close()  # what a forked worker does before it exits: its sessions go with it
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    after = sandbox.run("python", "print('parent')", limits=QUICK)
+    assert same_session(before, after), (before.extra, after.extra)
