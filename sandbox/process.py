@@ -289,7 +289,9 @@ class ProcessSandbox(Sandbox):
         if self._warm is not None and language == "python" and len(files) <= 48:
             self.pool  # noqa: B018 - first use: subreaper, slots
             tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
-            return self._warm.run(files, stdin, limits, list(argv or []), tmpfs_bytes)
+            result = self._warm.run(files, stdin, limits, list(argv or []), tmpfs_bytes)
+            if result is not None:
+                return result
         try:
             slot = self.pool.acquire()
         except (OSError, TimeoutError) as e:

@@ -188,7 +188,9 @@ class WarmPool:
     # -- one run ----------------------------------------------------------------------------
 
     def run(self, files: dict[str, bytes], stdin: bytes, limits: Limits, argv: list[str],
-            tmpfs_bytes: int) -> RunResult:
+            tmpfs_bytes: int) -> RunResult | None:
+        """The run's result; None when even a fresh session can't take it (e.g. ``memory_mb``
+        below what the supervisor itself uses): the caller runs it cold."""
         for _ in range(3):
             try:
                 session = self._take(tmpfs_bytes)
@@ -200,6 +202,8 @@ class WarmPool:
                 result = self._run(session, files, stdin, limits, argv)
             except StaleSession:
                 session.retire = True
+                if session.runs == 0 and session.alive():
+                    return None
                 continue
             except Exception as e:  # noqa: BLE001 - a broken sandbox must not look like a broken program
                 log.exception("process sandbox: warm run failed")

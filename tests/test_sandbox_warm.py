@@ -241,3 +241,10 @@ def test_a_forked_service_process_starts_its_own_sessions_and_leaves_the_parents
     assert os.waitstatus_to_exitcode(status) == 0
     after = sandbox.run("python", "print('parent')", limits=QUICK)
     assert same_session(before, after), (before.extra, after.extra)
+
+
+def test_a_memory_limit_below_the_supervisors_own_use_is_a_memory_limit_not_a_sandbox_error(sandbox):
+    r = sandbox.run("python", "print('small')", limits=dataclasses.replace(QUICK, memory_mb=12))
+    assert r.status in (RunStatus.memory_limit, RunStatus.ok), r  # ok: it ran cold
+    nxt = sandbox.run("python", "print('next')", limits=QUICK)
+    assert nxt.status == RunStatus.ok and nxt.stdout == b"next\n", nxt
