@@ -439,14 +439,12 @@ class WarmPool:
         sel.register(sock_fd, selectors.EVENT_READ)
         sel.register(s.outer_pidfd, selectors.EVENT_READ)
         pending = memoryview(stdin)
-        stdin_open = True
         if pending:
             os.set_blocking(in_w, False)
             sel.register(in_w, selectors.EVENT_WRITE)
         else:
             ours.remove(in_w)
             os.close(in_w)
-            stdin_open = False
         exited: dict | None = None
         exited_at = 0.0
         clean: bool | None = None
@@ -496,7 +494,6 @@ class WarmPool:
                             sel.unregister(in_w)
                             ours.remove(in_w)
                             os.close(in_w)
-                            stdin_open = False
                     else:
                         buf = sinks[fd]
                         try:
