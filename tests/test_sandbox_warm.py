@@ -69,7 +69,7 @@ def test_files_left_anywhere_writable_are_gone_for_the_next_run(sandbox, where):
     name = uuid.uuid4().hex
     leave = (f"import os\nos.makedirs({where!r}, exist_ok=True)\nopen(os.path.join({where!r}, {name!r}), 'w').write('x')\n"
              f"os.chmod({where!r}, 0o500) if {where!r}.startswith('/box/') else None\nprint('left')")
-    look = f"import os\nprint([d for d in ('/tmp', '/dev/shm', '/box') for f in os.listdir(d) if f != 'main.py'])"
+    look = "import os\nprint([d for d in ('/tmp', '/dev/shm', '/box') for f in os.listdir(d) if f != 'main.py'])"
     first, second = run_pair(sandbox, leave, look)
     assert first.stdout == b"left\n", first
     assert second.stdout == b"[]\n", second
