@@ -508,6 +508,12 @@ def _warm_exec_main(source):
     main.__cached__ = None
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
+    # The program starts this many frames deeper than in a fresh interpreter: it gets them back.
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    del frame
+    sys.setrecursionlimit(sys.getrecursionlimit() + depth)
     status, interrupted = 0, False
     try:
         exec(compile(source, main.__file__, "exec"), main.__dict__)

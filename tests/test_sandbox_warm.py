@@ -248,3 +248,10 @@ def test_a_memory_limit_below_the_supervisors_own_use_is_a_memory_limit_not_a_sa
     assert r.status in (RunStatus.memory_limit, RunStatus.ok), r  # ok: it ran cold
     nxt = sandbox.run("python", "print('next')", limits=QUICK)
     assert nxt.status == RunStatus.ok and nxt.stdout == b"next\n", nxt
+
+
+def test_a_run_may_recurse_as_deep_as_in_a_fresh_interpreter(sandbox):
+    src = "import sys\ndef f(n):\n    return f(n - 1) if n else 0\nf(995)\nprint('deep')"
+    bare = __import__("subprocess").run([ProcessConfig.from_env().python, "-I", "-c", src], capture_output=True)
+    r = sandbox.run("python", src, limits=QUICK)
+    assert bare.stdout == b"deep\n" and r.stdout == b"deep\n", (bare, r)
