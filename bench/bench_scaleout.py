@@ -10,6 +10,7 @@ local redis-server with `reward-service worker --count N` processes. Targets:
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 import asyncio
 import os
 import shutil
@@ -119,21 +120,29 @@ class Backends:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-async def measure(items: list[Item], workers: int, repeats: int, chunk_size: int) -> dict[str, list[tuple[float, float]]]:
-    """(wall s, CPU s of every process involved) per run; the two paths alternate so both see the same load."""
+async def measure(batches: Callable[[int], list[Item]], workers: int, repeats: int,
+                  chunk_size: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall s, CPU s of every process involved) per run; the two paths alternate so both see the same load.
+
+    Every run scores a fresh batch (``batches(k)``): workers cache parses, so a
+    repeated batch would measure the caches, not the scoring."""
     b = Backends(workers, chunk_size)
     try:
         b.wait_workers()
         scorers = await b.scorers()
         out: dict[str, list[tuple[float, float]]] = {m: [] for m in scorers}
         for sc in scorers.values():
-            await sc.score(items[:200])  # warm every worker's verifiers
+            await sc.score(batches(-1)[:200])  # warm every worker's verifiers
+        run = 0
         for _ in range(repeats):
             for mode, sc in scorers.items():
+                items = batches(run)
+                run += 1
                 c0, t0 = tree_cpu_s(os.getpid()), time.perf_counter()
                 resp = await sc.score(items)
                 out[mode].append((time.perf_counter() - t0, tree_cpu_s(os.getpid()) - c0))
                 assert resp.summary.by_status.get("ok", 0) >= 0.95 * len(items), resp.summary
+        items = batches(run)
         for size in (1, 16):  # latency of small requests: what the round trip through Redis costs
             for mode, sc in scorers.items():
                 lat = []
@@ -154,11 +163,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--workers", default="1,2")
     p.add_argument("--chunk-size", type=int, default=0, help="0: each executor picks")
+    p.add_argument("--group", type=int, default=1,
+                   help="samples sharing a gold answer (1: every gold distinct, the most CPU-bound mix; "
+                        "16: GRPO-shaped, where parse caches make items ~10x cheaper)")
     args = p.parse_args()
-    items = [Item.model_validate(i) for i in make_items(args.items)]
+    def batches(k: int) -> list[Item]:
+        return [Item.model_validate(i) for i in make_items(args.items, seed=1000 * args.group + k, group=args.group)]
+
+    items = batches(0)
     counts = [int(c) for c in args.workers.split(",")]
     load = os.getloadavg()[0]
-    res = {n: asyncio.run(measure(items, n, args.repeats, args.chunk_size)) for n in counts}
+    res = {n: asyncio.run(measure(batches, n, args.repeats, args.chunk_size)) for n in counts}
     modes = ["embedded", "distributed"]
 
     def med(n, m, k):
