@@ -10,6 +10,14 @@ wipes the writable areas and SysV IPC, and says whether that left the
 container clean; the host recycles any container that is not. Standard
 library only: it runs under the image's Python, not the service's.
 
+A python request with ``"fork": true`` (the docker backend's default) is not
+an exec of ``python3``: the supervisor forks and the child becomes the program
+through the same steps as the warm mode below (``_child_start``,
+``_child_finish``, ``_warm_exec_main``), fed from files and stdin that arrived
+in the request. Since that child is a copy of this process, which held earlier
+runs' data, the host starts the supervisor with glibc malloc only, no tcache
+and freed memory overwritten (``docker.RUNNER_ENV``).
+
 The process backend starts the same code as PID 1 of its warm bubblewrap
 sessions (``warm`` mode, ``serve_warm``; see ``sandbox/process_warm.py``):
 there a python run is a fork of this interpreter rather than a new one, and
@@ -35,6 +43,7 @@ COMPILE_OUTPUT_CHARS = 4000
 COMPILE_OUTPUT_BYTES = 64 << 10
 PATH = "/usr/local/bin:/usr/bin:/bin"
 PR_SET_DUMPABLE = 4
+M_PERTURB = -6
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -77,7 +86,7 @@ def reap():
         _exits[pid] = (status, rusage)
 
 
-def _limits_setter(cpu_s, fsize_mb, nofile):
+def _rlimits_setter(cpu_s, fsize_mb, nofile):
     cpu = max(1, int(cpu_s + 0.999))
 
     def apply():
@@ -85,6 +94,14 @@ def _limits_setter(cpu_s, fsize_mb, nofile):
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_mb << 20, fsize_mb << 20))
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+def _limits_setter(cpu_s, fsize_mb, nofile):
+    set_rlimits = _rlimits_setter(cpu_s, fsize_mb, nofile)
+
+    def apply():
+        set_rlimits()
         # Undo the inherited non-dumpable flag first: it makes /proc/self root-owned.
         _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         try:  # the program, never this server, is the OOM killer's first choice
@@ -106,12 +123,60 @@ def stash_stdin(data):
     return stdin_f
 
 
-def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
-    """Run cmd in its own session; returns a dict describing what happened."""
+class _ForkedPython:
+    """A python run forked from this interpreter, with the few ``Popen`` attributes ``spawn`` uses."""
+
+    def __init__(self, source, argv, cwd, env, stdin, apply_limits):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            _fork_python_child(source, argv, cwd, env, stdin.fileno(), out_w, err_w, apply_limits)
+        os.close(out_w)
+        os.close(err_w)
+        self.stdout = os.fdopen(out_r, "rb", buffering=0)
+        self.stderr = os.fdopen(err_r, "rb", buffering=0)
+        self.returncode = None
+
+
+def _fork_python_child(source, argv, cwd, env, stdin_fd, out_fd, err_fd, apply_limits):
+    """In the forked child: become ``python3 -I main.py`` fed from the docker stream's request. Never returns."""
+    try:
+        _child_start()
+        _libc.mallopt(M_PERTURB, 0)  # the supervisor's free-time scrubbing is not the program's cost
+        for target, fd in enumerate((stdin_fd, out_fd, err_fd)):
+            os.dup2(fd, target)
+        _fresh_stdio()
+        _child_finish(cwd, env, argv, apply_limits)
+    except BaseException as e:  # noqa: BLE001
+        os.write(2, ("sandbox supervisor: run setup failed: %s: %s\n" % (type(e).__name__, e)).encode())
+        os._exit(125)
+    _warm_exec_main(source.encode(), os.path.join(cwd, "main.py"))
+
+
+def _fresh_stdio():
+    """The standard streams a fresh ``python3 -I`` makes under C.UTF-8: the supervisor's own wrap
+    its request stream (closefd=False on both, so dropping the old ones closes nothing)."""
+    import io
+
+    def stream(fd, mode, errors, line_buffering=False):
+        return io.TextIOWrapper(io.open(fd, mode, closefd=False), encoding="utf-8", errors=errors,
+                                newline="\n", line_buffering=line_buffering)
+    sys.stdin = sys.__stdin__ = stream(0, "rb", "surrogateescape")
+    sys.stdout = sys.__stdout__ = stream(1, "wb", "surrogateescape")
+    sys.stderr = sys.__stderr__ = stream(2, "wb", "backslashreplace", line_buffering=True)
+
+
+def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap, python_source=None):
+    """Run cmd in its own session; returns a dict describing what happened. With python_source,
+    cmd is the program's argv and the run is a fork of this interpreter (no exec)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=_limits_setter(cpu_s, fsize_mb, nofile))
+    if python_source is not None:
+        proc = _ForkedPython(python_source, cmd, cwd, env, stdin, _rlimits_setter(cpu_s, fsize_mb, nofile))
+    else:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=_limits_setter(cpu_s, fsize_mb, nofile))
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     sel = selectors.DefaultSelector()
     for stream in bufs:
@@ -126,6 +191,11 @@ def spawn(cmd, cwd, env, stdin, wall_s, cpu_s, fsize_mb, nofile, out_cap):
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
             pass
+        if proc.pid not in _exits:  # a forked run killed before its own setsid has no group yet
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     # Until the program exits, even if it closed its pipes, and then until the pipes drain.
     while exited_at is None or len(sel.get_map()) > 1:
@@ -294,6 +364,9 @@ def session(req):
         with open(os.path.join(run_dir, "main.py"), "w") as f:
             f.write(req["source"])
         cmd = ["python3", "-I", "main.py"]
+        if req.get("fork"):
+            common["python_source"] = req["source"]
+            cmd = []
 
     r = spawn(cmd + req["argv"], stdin=stdin, wall_s=lim["wall_time_s"],
               cpu_s=lim["cpu_time_s"], out_cap=lim["output_bytes"], **common)
@@ -352,6 +425,7 @@ def serve():
     # Not dumpable: the program (same uid) can't ptrace us or open our
     # /proc/1/fd/* to read requests or forge answers.
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _warm_up(site=True)
     _wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)
     os.set_blocking(_wakeup_r, False)
@@ -410,8 +484,25 @@ def reset_dir(path, mode):
         return False
 
 
+def _warm_up(site=False):
+    """Load what forked runs should find loaded. The docker supervisor starts with ``-S`` (fast
+    PID 1), but programs expect what ``site`` gives ``python3 -I``: ``exit``/``quit``, dist-packages."""
+    import gc
+    if site and "site" not in sys.modules:
+        import site as site_module
+        site_module.main()
+    for name in WARM_PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    gc.collect()
+    gc.freeze()  # forked runs then don't copy-on-write every object's GC header
+
+
 def _warm_child_signals():
     """What a fresh interpreter starts with: defaults, SIGINT raising, SIGPIPE/SIGXFSZ ignored."""
+    signal.set_wakeup_fd(-1)  # the docker supervisor's: the program must not get our SIGCHLD bytes
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
@@ -466,11 +557,36 @@ def _exit_status_of(exc):
     return 1
 
 
+def _child_start():
+    """First steps of every forked python run: its own session, a fresh interpreter's signals."""
+    os.setsid()
+    _warm_child_signals()
+
+
+def _child_finish(cwd, env, argv, apply_limits):
+    """Last steps before the source runs: only fds 0-2 left, the run's rlimits, the OOM killer's
+    first choice, the scrubbed environment and argv."""
+    for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.chdir(cwd)
+    apply_limits()
+    # Undo the inherited non-dumpable flag (it makes /proc/self root-owned); ours stays set.
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")  # the program, never the supervisor, is the OOM killer's first choice
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["main.py"] + list(argv)
+
+
 def _warm_child(req, fds):
     """In the forked child: become a fresh-looking ``python3 -I main.py`` and run the source. Never returns."""
     try:
-        os.setsid()
-        _warm_child_signals()
+        _child_start()
         for target, fd in enumerate(fds[:3]):
             os.dup2(fd, target)
         source = b""
@@ -479,32 +595,18 @@ def _warm_child(req, fds):
             if name == "main.py":
                 os.lseek(fd, 0, os.SEEK_SET)
                 source = os.read(fd, os.fstat(fd).st_size + 1)
-        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
-            if fd > 2:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        os.chdir(WARM_WORK)
-        _warm_limits(req["limits"])
-        # Undo the inherited non-dumpable flag (it makes /proc/self root-owned); ours stays set.
-        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")  # the program, never the supervisor, is the OOM killer's first choice
-        os.environ.clear()
-        os.environ.update(req["env"])
-        sys.argv = ["main.py"] + list(req["argv"])
+        _child_finish(WARM_WORK, req["env"], req["argv"], lambda: _warm_limits(req["limits"]))
     except BaseException as e:  # noqa: BLE001
         os.write(2, ("sandbox supervisor: run setup failed: %s: %s\n" % (type(e).__name__, e)).encode())
         os._exit(125)
-    _warm_exec_main(source)
+    _warm_exec_main(source, os.path.join(WARM_WORK, "main.py"))
 
 
-def _warm_exec_main(source):
+def _warm_exec_main(source, path):
     import builtins
     import types
     main = types.ModuleType("__main__")
-    main.__file__ = os.path.join(WARM_WORK, "main.py")
+    main.__file__ = path
     main.__cached__ = None
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
@@ -573,20 +675,13 @@ def _warm_send(sock, msg):
 
 
 def serve_warm(sock_fd):
-    import gc
     import socket
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     # As PID 1 only signals we handle can reach us from inside; Python's own SIGINT handler goes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=sock_fd)
-    for name in WARM_PRELOAD:
-        try:
-            __import__(name)
-        except ImportError:
-            pass
     modes = {root: os.stat(root).st_mode & 0o7777 for root in WARM_SCRATCH}
-    gc.collect()
-    gc.freeze()  # forked runs then don't copy-on-write every object's GC header
+    _warm_up()
     _warm_send(sock, {"event": "ready"})
     while True:
         try:

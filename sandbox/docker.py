@@ -4,7 +4,8 @@ Each warm container's PID 1 is ``sandbox/_docker_runner.py``, running as the
 sandbox user; the host keeps the container's stdin/stdout attached and a run
 is one request/answer on that stream (no container start, not even an exec,
 on the hot path). The runner runs the program in its own session under
-rlimits and a wall clock, kills every leftover process and wipes the work
+rlimits and a wall clock (a python program as ``__main__`` of a fork of the
+warm runner itself, unless ``REWARD_SERVICE_DOCKER_FORK=0``), kills every leftover process and wipes the work
 areas before it answers. A container that is not provably clean afterwards
 (leftovers, OOM, pid limit, wall clock blown from outside) is destroyed and
 replaced in the background.
@@ -44,6 +45,7 @@ RUNTIME_ENV = "REWARD_SERVICE_DOCKER_RUNTIME"
 POOL_SIZE_ENV = "REWARD_SERVICE_DOCKER_POOL_SIZE"
 CPUS_ENV = "REWARD_SERVICE_DOCKER_CPUS"
 TMPFS_MB_ENV = "REWARD_SERVICE_DOCKER_TMPFS_MB"
+FORK_ENV = "REWARD_SERVICE_DOCKER_FORK"
 
 DEFAULT_IMAGE = "reward-service-sandbox:latest"
 BUILD_HINT = "build it with deploy/sandbox/build-image.sh"
@@ -54,6 +56,7 @@ RUNNER_SOURCE = (Path(__file__).with_name("_docker_runner.py")).read_text()
 # The runner (PID 1, ~10 MB) and the program's stdin file on the tmpfs live in
 # the same memory cgroup as the program.
 MEMORY_OVERHEAD_MB = 32
+RUNNER_ENV = {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"}
 COMPILE_TIME_S = 30.0
 NOFILE = 256
 GRACE_S = 5.0  # runner start + cleanup, on top of the limits, before the host steps in
@@ -75,6 +78,9 @@ class DockerConfig:
     pool_size: int = 2
     cpus: float = 1.0
     tmpfs_mb: int = 128
+    # Python runs fork the warm supervisor and run as its __main__ (~3x cheaper than
+    # exec'ing a fresh python3); off = the exec path.
+    fork_python: bool = True
 
     @classmethod
     def from_env(cls) -> "DockerConfig":
@@ -84,6 +90,7 @@ class DockerConfig:
             pool_size=max(1, _env_int(POOL_SIZE_ENV, 2)),
             cpus=_env_float(CPUS_ENV, 1.0),
             tmpfs_mb=_env_int(TMPFS_MB_ENV, 128),
+            fork_python=os.environ.get(FORK_ENV, "1").strip().lower() not in ("0", "false", "no", "off"),
         )
 
 
@@ -187,11 +194,14 @@ class DockerSandbox(Sandbox):
         client = self._docker()
         container = client.containers.create(
             c.image,
-            command=["python3", "-I", "-S", "-c", RUNNER_SOURCE],
+            command=["python3", "-s", "-S", "-P", "-c", RUNNER_SOURCE],
             stdin_open=True,  # the request channel; stays open across attaches
             user=SANDBOX_USER,
             working_dir="/work",
-            environment={},
+            # Python runs are forks of the runner, so its freed memory must not hold earlier
+            # runs' data: every allocation through glibc malloc, no tcache, freed chunks
+            # overwritten (the runner's only environment: -s -S -P, not -I, so Python reads it).
+            environment=RUNNER_ENV,
             hostname="sandbox",
             network_mode="none",
             read_only=True,
@@ -286,6 +296,7 @@ class DockerSandbox(Sandbox):
         request = json.dumps({
             "id": uuid.uuid4().hex[:12],
             "language": language,
+            "fork": language == "python" and self.config.fork_python,
             "source": source,
             "stdin": base64.b64encode(stdin).decode(),
             "files": {n: base64.b64encode(d).decode() for n, d in (files or {}).items()},

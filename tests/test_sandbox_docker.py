@@ -393,6 +393,120 @@ def test_runs_as_non_root_without_capabilities(sandbox):
     assert r.stdout == b"10001 10001 10001 ['0000000000000000', '0000000000000000']\n", r
 
 
+# -- python runs forked from the warm supervisor -------------------------------
+
+@pytest.fixture(scope="module")
+def forked(sandbox):
+    """A one-container sandbox in fork mode whatever REWARD_SERVICE_DOCKER_FORK says."""
+    if sandbox.config.fork_python:
+        yield sandbox
+        return
+    sb = DockerSandbox(dataclasses.replace(sandbox.config, fork_python=True))
+    yield sb
+    sb.close()
+
+
+FORKED = "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[-2] != b'main.py')"
+
+
+def test_python_runs_are_forked_by_default_and_exec_a_fresh_interpreter_when_switched_off(forked, monkeypatch):
+    assert DockerConfig().fork_python
+    assert run_py(forked, FORKED).stdout == b"True\n"
+    monkeypatch.setenv("REWARD_SERVICE_DOCKER_FORK", "0")
+    exec_sb = DockerSandbox(_config(1))
+    try:
+        assert not exec_sb.config.fork_python
+        r = run_py(exec_sb, FORKED)
+    finally:
+        exec_sb.close()
+    assert r.status == RunStatus.ok and r.stdout == b"False\n", r
+
+
+def test_daemon_files_and_module_patches_of_a_forked_run_do_not_reach_the_next(forked):
+    patch = ("import os, sys, json, math, builtins, time\n"
+             "json.dumps = lambda *a, **k: 'hacked'\n"
+             "math.pi = 3\n"
+             "builtins.len = lambda x: 0\n"
+             "sys.modules['collections'] = None\n"
+             "sys.path.insert(0, '/work')\n"
+             "open('/work/heapq.py', 'w').write('hacked = True')\n"
+             "open('/dev/shm/left', 'w').write('x')\n"
+             "if os.fork() == 0:\n"
+             "    os.setsid()\n"
+             "    if os.fork() == 0:\n"
+             "        while True:\n"
+             "            time.sleep(0.05)\n"
+             "    os._exit(0)\n"
+             "print('patched', open('/proc/self/cmdline', 'rb').read().split(b'\\0')[-2] != b'main.py')")
+    look = ("import os, sys, json, math, collections, heapq\n"
+            "mine = {1, os.getpid()}\n"
+            "print(json.dumps([1]), math.pi == 3.141592653589793, len('ab'), '/work' in sys.path,"
+            " hasattr(heapq, 'hacked'), os.listdir('/dev/shm'), os.listdir('/work') == [os.path.basename(os.getcwd())],"
+            " [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in mine])")
+    first = run_py(forked, patch)
+    second = run_py(forked, look)
+    assert first.stdout == b"patched True\n", first
+    assert second.extra["container"] == first.extra["container"]
+    assert second.stdout == b"[1] True 2 False False [] True []\n", second
+
+
+INVERT = bytes(range(255, -1, -1))
+# Scans its own memory for byte strings it only holds inverted (so its needles can't match
+# themselves): a forked run is a copy of the supervisor, which carried the earlier runs' data.
+SCAN_MEMORY = """
+INVERT = bytes(range(255, -1, -1))
+needles = [bytes.fromhex(h) for h in %r]
+chunks = []
+with open('/proc/self/maps') as f:
+    regions = f.read().splitlines()
+with open('/proc/self/mem', 'rb', buffering=0) as mem:
+    for line in regions:
+        fields = line.split()
+        lo, hi = (int(x, 16) for x in fields[0].split('-'))
+        if 'r' in fields[1] and fields[-1] not in ('[vvar]', '[vsyscall]'):
+            try:
+                mem.seek(lo)
+                chunks.append(mem.read(hi - lo))
+            except OSError:
+                pass
+print(sorted({i for c in chunks for i, n in enumerate(needles) if n in c.translate(INVERT)}), len(chunks) > 5)
+"""
+
+
+def test_a_forked_run_finds_no_earlier_runs_data_in_its_memory(forked):
+    marks = [b"S3cretMark-%d-" % i for i in range(7)]
+    files = {"tiny.txt": marks[0], "mid.txt": marks[1] + b"m" * 700, "big.txt": marks[2] + b"b" * 300_000}
+    source = ("import sys\nsys.stdin.buffer.read()\n"
+              "print(bytes.fromhex(%r).decode() * 3)\nprint(bytes.fromhex(%r).decode() + 'e' * 2000, file=sys.stderr)"
+              % (marks[5].hex(), marks[6].hex()))
+    first = run_py(forked, source, stdin=marks[3] + b"s" * 5000, files=files)
+    tiny_stdin = run_py(forked, "import sys\nsys.stdin.read()", stdin=marks[4])
+    assert first.status == tiny_stdin.status == RunStatus.ok, (first, tiny_stdin)
+    scan = run_py(forked, SCAN_MEMORY % ([m.translate(INVERT).hex() for m in marks],),
+                  limits=Limits(wall_time_s=10, cpu_time_s=8, memory_mb=512))
+    assert scan.extra["container"] == first.extra["container"]
+    assert scan.stdout == b"[] True\n", scan
+
+
+def test_a_forked_run_looks_like_a_fresh_interpreter(forked):
+    src = ("import sys, signal\n"
+           "print(__name__, sys.argv, __file__.endswith('/main.py'), sys.stdin.read())\n"
+           "print(signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL, signal.set_wakeup_fd(-1))\n"
+           "print(sys.stdout.encoding, sys.stdout.errors, sys.stderr.line_buffering)\n"
+           "exit(4)")
+    r = run_py(forked, src, stdin=b"in", argv=["x"])
+    assert r.status == RunStatus.runtime_error and r.exit_code == 4, r
+    assert r.stdout == b"__main__ ['main.py', 'x'] True in\nTrue -1\nutf-8 surrogateescape True\n", r
+
+
+def test_a_forked_run_killed_on_the_wall_clock_leaves_the_container_usable(forked):
+    r = run_py(forked, "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)",
+               limits=Limits(wall_time_s=0.5, cpu_time_s=1))
+    assert r.status == RunStatus.timeout, r
+    after = run_py(forked, "print(6 * 7)")
+    assert after.stdout == b"42\n" and after.extra["container"] == r.extra["container"], after
+
+
 # -- concurrency -------------------------------------------------------------
 
 def test_concurrent_runs_from_several_threads_each_get_their_own_answer():
