@@ -20,6 +20,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/lib.sh
+source "$HERE/lib.sh"
 REPO="$(cd "$HERE/.." && pwd)"
 BASE_IMAGE="${BASE_IMAGE:-reward-service-base:bookworm}"
 SERVICE_IMAGE="${SERVICE_IMAGE:-reward-service:latest}"
@@ -38,18 +40,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if ! docker info >/dev/null 2>&1; then
-    echo "error: no Docker engine answers; run deploy/start-dockerd.sh first" >&2
-    exit 1
-fi
-if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    if [ "$BASE_IMAGE" = "reward-service-base:bookworm" ]; then
-        "$HERE/base/build-base-image.sh" "$BASE_IMAGE"
-    else
-        echo "error: base image $BASE_IMAGE is missing" >&2
-        exit 1
-    fi
-fi
+require_docker
+ensure_base_image "$BASE_IMAGE"
 
 WORK=$(mktemp -d /tmp/rs-image-build.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT

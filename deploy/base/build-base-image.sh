@@ -9,6 +9,8 @@
 # if it exists, unless --force. The Debian mirror comes from --mirror, else
 # $DEBIAN_MIRROR, else the first Debian URI in this machine's apt sources.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 IMAGE="reward-service-base:bookworm"
 FORCE=0
@@ -29,10 +31,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if ! docker info >/dev/null 2>&1; then
-    echo "error: no Docker engine answers; run deploy/start-dockerd.sh first" >&2
-    exit 1
-fi
+require_docker
 
 if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "$IMAGE exists; not rebuilding (use --force to rebuild)"

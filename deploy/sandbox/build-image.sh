@@ -8,6 +8,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/lib.sh
+source "$HERE/../lib.sh"
 IMAGE="reward-service-sandbox:latest"
 BASE_IMAGE="${BASE_IMAGE:-reward-service-base:bookworm}"
 FORCE=0
@@ -22,19 +24,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if ! docker info >/dev/null 2>&1; then
-    echo "error: no Docker engine answers; run deploy/start-dockerd.sh first" >&2
-    exit 1
-fi
+require_docker
 
-if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    if [ "$BASE_IMAGE" = "reward-service-base:bookworm" ]; then
-        "$HERE/../base/build-base-image.sh" "$BASE_IMAGE"
-    else
-        echo "error: base image $BASE_IMAGE is missing" >&2
-        exit 1
-    fi
-fi
+ensure_base_image "$BASE_IMAGE"
 
 if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "$IMAGE exists; not rebuilding (use --force to rebuild)"
