@@ -629,12 +629,9 @@ class ProcessSandbox(Sandbox):
         oom = False
         if cg is not None:
             try:
-                peak = cg.peak_bytes() / (1 << 20)
-                cg_cpu = cg.cpu_seconds()
+                peak, cg_cpu, oom, refused = cg.usage()
                 if cg_cpu is not None:
                     cpu = cg_cpu
-                oom = cg.oom_killed()
-                refused = cg.pids_refused()
                 if refused:
                     extra["forks_refused"] = refused
             except OSError:

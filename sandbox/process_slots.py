@@ -98,6 +98,7 @@ class SlotCgroup:
         self.limit_memory(-1)
         _write(os.path.join(self.pids_dir, "pids.max"), str(max_pids))
         self._oom_before = self.oom_kills()
+        self._pids_before = self.pids_refused()
 
     @contextmanager
     def entered(self) -> Iterator[None]:
@@ -142,6 +143,12 @@ class SlotCgroup:
 
     def pids_refused_since_arm(self) -> int:
         return self.pids_refused() - self._pids_before
+
+    def usage(self) -> tuple[float, float | None, bool, int]:
+        """What the run did here: (peak MiB, CPU seconds of the whole tree or None,
+        OOM-killed, forks refused), counted from when the run was prepared or armed."""
+        return (self.peak_bytes() / (1 << 20), self.cpu_seconds(), self.oom_killed(),
+                self.pids_refused_since_arm())
 
     def limit_memory(self, limit: int) -> None:
         mem = os.path.join(self.memory_dir, "memory.limit_in_bytes")

@@ -529,12 +529,9 @@ class WarmPool:
         extra: dict = {"slot": s.slot.index, "warm": True, "session_run": s.runs}
         if cg is not None:
             try:
-                peak = cg.peak_bytes() / (1 << 20)
-                cg_cpu = cg.cpu_seconds()
+                peak, cg_cpu, oom, refused = cg.usage()
                 if cg_cpu is not None:
                     cpu = cg_cpu
-                oom = cg.oom_killed()
-                refused = cg.pids_refused_since_arm()
                 if refused:
                     extra["forks_refused"] = refused
                 if oom or refused:
