@@ -1,0 +1,144 @@
+"""Every language the sandbox runs: one row each, in one place.
+
+A row says how a program in that language is found (fence names), stored
+(source file), built (compile command and budget) and run (run command), how
+its memory is limited, and which Debian packages provide its toolchain.
+Adding a language is one row here plus its packages and tests.
+
+Memory models:
+- ``rlimit``: ``RLIMIT_AS`` = the run's memory limit (C, C++, Python, Rust:
+  their address space is close to what they use).
+- ``cgroup``: no ``RLIMIT_AS`` (the JVM, Go's runtime and V8 reserve far more
+  address space than they use, and die at start under a plain address-space
+  limit); the session's cgroup memory limit bounds them, and the runtime's
+  own flag (``{memory_mb}`` in ``run``/``env``) keeps its heap inside it.
+  Without cgroups only that runtime flag applies (``limits_in_force`` says so).
+
+Commands are argv lists; ``{src}`` is the source file name, ``{main}`` the
+entry point (Java's public class), ``{memory_mb}`` the run's memory limit.
+Standard library only: ``deploy/install-system-deps.sh`` runs this file to list
+packages (``python3 sandbox/languages.py packages``) before any venv exists.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+MemoryModel = Literal["rlimit", "cgroup"]
+
+
+def _java_main(source: str) -> str:
+    """The class javac must find in a file of its own name: the public class, else
+    the class declaring ``main``, else ``Main``."""
+    public = re.search(r"^\s*public\s+(?:final\s+|abstract\s+)*class\s+([A-Za-z_$][\w$]*)", source, re.M)
+    if public:
+        return public.group(1)
+    m = re.search(r"class\s+([A-Za-z_$][\w$]*)[^{]*\{(?:(?!\bclass\b).)*?\bstatic\s+void\s+main\s*\(",
+                  source, re.S)
+    return m.group(1) if m else "Main"
+
+
+@dataclass(frozen=True)
+class Language:
+    name: str
+    aliases: tuple[str, ...]  # code-fence names (lower case), the name included
+    source: str  # source file name in the work dir; may use {main}
+    run: tuple[str, ...]  # argv; {main}, {memory_mb}
+    compile: tuple[str, ...] | None = None  # argv run once per completion; None: interpreted
+    compile_time_s: float = 30.0  # wall and CPU budget of the build
+    compile_memory_mb: int = 1024
+    memory: MemoryModel = "rlimit"
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of builds and runs
+    packages: tuple[str, ...] = ()  # Debian packages providing the toolchain
+    requires: tuple[str, ...] = ()  # executables that must be on the sandbox PATH
+    entry_point: Callable[[str], str] | None = None  # source -> {main}
+    # Python runs can be a fork of the sandbox's warm supervisor instead of a new interpreter.
+    fork_python: bool = False
+
+    def main(self, source: str) -> str:
+        return self.entry_point(source) if self.entry_point else "main"
+
+    def source_file(self, source: str) -> str:
+        return self.source.format(main=self.main(source))
+
+    def compile_argv(self, source: str) -> list[str] | None:
+        if self.compile is None:
+            return None
+        return [a.format(src=self.source_file(source), main=self.main(source)) for a in self.compile]
+
+    def run_argv(self, source: str, memory_mb: int) -> list[str]:
+        return [a.format(src=self.source_file(source), main=self.main(source), memory_mb=memory_mb)
+                for a in self.run]
+
+    def environment(self, memory_mb: int) -> dict[str, str]:
+        return {k: v.format(memory_mb=memory_mb) for k, v in self.env.items()}
+
+    def missing(self, which: Callable[[str], str | None] = shutil.which) -> list[str]:
+        """Executables of this row not found (on the host's PATH, which the sandbox's /usr view mirrors)."""
+        return [exe for exe in self.requires if which(exe) is None]
+
+
+# Writable homes for toolchains that want one: /tmp is a size-capped tmpfs of the session.
+_TOOL_HOME = {"HOME": "/tmp", "TMPDIR": "/tmp"}
+
+LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
+    Language("python", ("python", "py", "python3"), "main.py", ("python3", "-I", "main.py"),
+             packages=("python3",), requires=("python3",), fork_python=True),
+    Language("c", ("c",), "main.c", ("./main",),
+             compile=("gcc", "-O2", "-std=gnu11", "-pipe", "-o", "main", "main.c", "-lm"),
+             packages=("gcc", "libc6-dev"), requires=("gcc",)),
+    Language("cpp", ("cpp", "c++", "cc", "cxx"), "main.cpp", ("./main",),
+             compile=("g++", "-O2", "-std=gnu++17", "-pipe", "-o", "main", "main.cpp"),
+             packages=("g++",), requires=("g++",)),
+    Language("java", ("java",), "{main}.java",
+             ("java", "-Xmx{memory_mb}m", "-Xss64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+              "-Xshare:auto", "-cp", ".", "{main}"),
+             compile=("javac", "-J-Xmx512m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1",
+                      "-encoding", "UTF-8", "-nowarn", "{src}"),
+             memory="cgroup", packages=("openjdk-17-jdk-headless",), requires=("java", "javac"),
+             entry_point=_java_main, env=_TOOL_HOME),
+    Language("javascript", ("javascript", "js", "node", "nodejs"), "main.js",
+             ("node", "--max-old-space-size={memory_mb}", "--stack-size=65500", "main.js"),
+             memory="cgroup", packages=("nodejs",), requires=("node",), env=_TOOL_HOME),
+    Language("go", ("go", "golang"), "main.go", ("./main",),
+             compile=("go", "build", "-o", "main", "main.go"), compile_time_s=60.0,
+             memory="cgroup", packages=("golang-go",), requires=("go",),
+             # Offline, standard library only: no module proxy, no VCS, no toolchain download.
+             env={**_TOOL_HOME, "GOCACHE": "/tmp/go-cache", "GOPATH": "/tmp/go", "GOPROXY": "off",
+                  "GOFLAGS": "-mod=mod", "GO111MODULE": "auto", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0",
+                  "GOMEMLIMIT": "{memory_mb}MiB"}),
+    Language("rust", ("rust", "rs"), "main.rs", ("./main",),
+             compile=("rustc", "--edition", "2021", "-O", "-o", "main", "main.rs"), compile_time_s=60.0,
+             packages=("rustc",), requires=("rustc",), env=_TOOL_HOME),
+)}
+
+_ALIASES = {alias: lang for lang in LANGUAGES.values() for alias in lang.aliases}
+
+
+def by_fence(name: str) -> Language | None:
+    """The language a code fence names (``cpp``, ``c++``, ``py`` ...), or None."""
+    return _ALIASES.get(name.strip().lower())
+
+
+def get(name: str) -> Language | None:
+    return LANGUAGES.get(name)
+
+
+def packages(names: list[str] | None = None) -> list[str]:
+    """Debian packages of the named languages (all by default), deduplicated, in order."""
+    out: list[str] = []
+    for lang in LANGUAGES.values():
+        if names and lang.name not in names:
+            continue
+        out += [p for p in lang.packages if p not in out]
+    return out
+
+
+if __name__ == "__main__":  # python3 sandbox/languages.py packages [lang ...]
+    if sys.argv[1:2] == ["packages"]:
+        print(" ".join(packages(sys.argv[2:] or None)))
+    else:
+        sys.exit("usage: languages.py packages [language ...]")
