@@ -1,14 +1,16 @@
 """Hardened, pooled Docker containers as the sandbox.
 
-Each warm container's PID 1 is ``sandbox/_docker_runner.py``, running as the
-sandbox user; the host keeps the container's stdin/stdout attached and a run
-is one request/answer on that stream (no container start, not even an exec,
-on the hot path). The runner runs the program in its own session under
-rlimits and a wall clock (a python program as ``__main__`` of a fork of the
-warm runner itself, unless ``REWARD_SERVICE_DOCKER_FORK=0``), kills every leftover process and wipes the work
-areas before it answers. A container that is not provably clean afterwards
-(leftovers, OOM, pid limit, wall clock blown from outside) is destroyed and
-replaced in the background.
+Each warm container's PID 1 is the session supervisor
+(``sandbox/inside/supervisor.py``, ``stream`` transport), running as the
+sandbox user; the host keeps the container's stdin/stdout attached and each
+run of a session is one request/answer on that stream (no container start,
+not even an exec, on the hot path). The supervisor runs each program in its
+own session under rlimits and a wall clock (a python program as ``__main__``
+of a fork of itself, unless ``REWARD_SERVICE_DOCKER_FORK=0``), kills every
+leftover process and wipes the scratch areas after each run, and the work
+area too when the scored item's session ends. A container that is not
+provably clean afterwards (leftovers, OOM, pid limit, wall clock blown from
+outside) is destroyed and replaced in the background.
 
 Containers: no network, read-only root, a size-limited exec-able tmpfs at
 /work, memory/swap, pid and CPU limits, all capabilities dropped,
@@ -26,7 +28,6 @@ import socket
 import struct
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping
@@ -34,9 +35,10 @@ from typing import Mapping
 import docker
 from docker.types import Ulimit
 
-from sandbox.base import LANGUAGES, Sandbox
+from sandbox import verdict
+from sandbox.base import Sandbox, Session
 from sandbox.docker_pool import WarmPool
-from sandbox.types import Limits, RunResult, RunStatus, SandboxUnavailable
+from sandbox.types import Limits, PairResult, Program, RunResult, RunStatus, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,11 @@ BUILD_HINT = "build it with deploy/sandbox/build-image.sh"
 SANDBOX_USER = "10001:10001"  # fixed in deploy/sandbox/Dockerfile
 LABEL = "reward-service.sandbox"
 OWNER_LABEL = "reward-service.sandbox-owner"
-RUNNER_SOURCE = (Path(__file__).with_name("_docker_runner.py")).read_text()
+SUPERVISOR_SOURCE = (Path(__file__).parent / "inside" / "supervisor.py").read_text()
 # The runner (PID 1, ~10 MB) and the program's stdin file on the tmpfs live in
 # the same memory cgroup as the program.
 MEMORY_OVERHEAD_MB = 32
 RUNNER_ENV = {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"}
-COMPILE_TIME_S = 30.0
 NOFILE = 256
 GRACE_S = 5.0  # runner start + cleanup, on top of the limits, before the host steps in
 
@@ -102,6 +103,7 @@ class _Warm:
     frames: bytearray = field(default_factory=bytearray)  # undecoded attach-stream bytes
     out: bytearray = field(default_factory=bytearray)  # runner stdout not yet consumed
     err: bytearray = field(default_factory=bytearray)  # runner stderr, last few KB
+    ready: bool = False  # the supervisor's greeting has been read
 
 
 def _take_frames(warm: _Warm) -> None:
@@ -135,8 +137,8 @@ def _answer(warm: _Warm) -> bytes | None:
 
 def _cgroup_for(limits: Limits) -> tuple[int, int]:
     """(memory MB, pids) for a container running one session under ``limits``: the
-    program's budget plus the runner (PID 1)."""
-    return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 1
+    program's budget plus the supervisor (PID 1) and, for assert tests, a judge beside it."""
+    return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 3
 
 
 def _valid_name(name: str) -> bool:
@@ -149,6 +151,7 @@ class DockerSandbox(Sandbox):
 
     def __init__(self, config: DockerConfig | None = None) -> None:
         self.config = config or DockerConfig.from_env()
+        self.fork_python = self.config.fork_python
         self._lock = threading.Lock()
         self._client = None
         self._pool: WarmPool[_Warm] | None = None
@@ -194,7 +197,7 @@ class DockerSandbox(Sandbox):
         client = self._docker()
         container = client.containers.create(
             c.image,
-            command=["python3", "-s", "-S", "-P", "-c", RUNNER_SOURCE],
+            command=["python3", "-s", "-S", "-P", "-c", SUPERVISOR_SOURCE, "stream"],
             stdin_open=True,  # the request channel; stays open across attaches
             user=SANDBOX_USER,
             working_dir="/work",
@@ -283,56 +286,25 @@ class DockerSandbox(Sandbox):
             except Exception:  # noqa: BLE001
                 pass
 
-    # -- one run --------------------------------------------------------
+    # -- sessions -------------------------------------------------------
 
-    def run(self, language: str, source: str, *, stdin: bytes = b"", limits: Limits | None = None,
-            files: Mapping[str, bytes] | None = None, argv: list[str] | None = None) -> RunResult:
-        limits = limits or Limits()
-        if language not in LANGUAGES:
-            return RunResult(RunStatus.sandbox_error, detail=f"unsupported language {language!r}")
-        bad = [n for n in (files or {}) if not _valid_name(n)]
-        if bad:
-            return RunResult(RunStatus.sandbox_error, detail=f"invalid file names: {bad}")
-        request = json.dumps({
-            "id": uuid.uuid4().hex[:12],
-            "language": language,
-            "fork": language == "python" and self.config.fork_python,
-            "source": source,
-            "stdin": base64.b64encode(stdin).decode(),
-            "files": {n: base64.b64encode(d).decode() for n, d in (files or {}).items()},
-            "argv": list(argv or []),
-            "limits": {"wall_time_s": limits.wall_time_s, "cpu_time_s": limits.cpu_time_s,
-                       "output_bytes": limits.output_bytes, "file_size_mb": limits.file_size_mb,
-                       "memory_mb": limits.memory_mb,
-                       "compile_s": max(COMPILE_TIME_S, limits.wall_time_s), "nofile": NOFILE},
-        }).encode()
-        deadline_s = limits.wall_time_s + GRACE_S
-        if language == "cpp":
-            deadline_s += max(COMPILE_TIME_S, limits.wall_time_s)
-
+    def session(self, limits: Limits | None = None) -> Session:
         pool = self._get_pool()
         last_error = ""
         for _ in range(2):  # one retry on engine trouble (e.g. a container that died meanwhile)
+            warm = pool.acquire()
             try:
-                warm = pool.acquire()
-            except TimeoutError as e:
-                return RunResult(RunStatus.sandbox_error, detail=str(e))
+                self._fit_cgroup(warm, limits or Limits())
+                session = DockerSession(self, pool, warm)
+                if not warm.ready:
+                    if session._recv(60.0).get("event") != "ready":
+                        raise RuntimeError("the sandbox supervisor did not greet")
+                    warm.ready = True
+                return session
             except Exception as e:  # noqa: BLE001
-                return RunResult(RunStatus.sandbox_error, detail=f"could not start a sandbox container: {e}")
-            try:
-                self._fit_cgroup(warm, limits)
-                result, reusable = self._call(warm, request, deadline_s)
-            except Exception as e:  # noqa: BLE001 - engine/transport failure, not the program's doing
                 pool.discard(warm)
                 last_error = f"{type(e).__name__}: {e}"
-                log.warning("docker sandbox run failed on %s: %s", warm.id[:12], last_error)
-                continue
-            if reusable:
-                pool.release(warm)
-            else:
-                pool.discard(warm)
-            return result
-        return RunResult(RunStatus.sandbox_error, detail=f"docker engine error: {last_error}")
+        raise RuntimeError(f"docker engine error: {last_error}")
 
     def _fit_cgroup(self, warm: _Warm, limits: Limits) -> None:
         """Session-wide memory and process limits live in the container's cgroup; retune only on change."""
@@ -347,59 +319,193 @@ class DockerSandbox(Sandbox):
         api._raise_for_status(res)
         warm.cgroup = want
 
-    def _call(self, warm: _Warm, request: bytes, deadline_s: float) -> tuple[RunResult, bool]:
-        """One request/answer with the container's runner, bounded by the wall clock from outside."""
-        t0 = time.monotonic()
-        end = t0 + deadline_s
-        raw = warm.sock
-        raw.settimeout(deadline_s)
-        raw.sendall(struct.pack(">I", len(request)) + request)
-        answer = _answer(warm)
+
+    def _runner_died(self, warm: _Warm) -> bool:
+        """PID 1 is gone, so is the container. Programs can't signal it; the OOM killer can."""
+        try:
+            return bool(self._docker().api.inspect_container(warm.id)["State"].get("OOMKilled"))
+        except Exception:  # noqa: BLE001
+            return False
+
+
+class _Gone(RuntimeError):
+    pass
+
+
+class DockerSession(Session):
+    """One scored item's container: requests on its attach stream; wiped and given back on close."""
+
+    backend = "docker"
+
+    def __init__(self, box: DockerSandbox, pool: WarmPool[_Warm], warm: _Warm) -> None:
+        self.box, self.pool, self.warm = box, pool, warm
+        self.dead = self.dirty = False
+        self._closed = False
+        self._failure: Exception | None = None  # what broke the session; every later run reports it
+        self._env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/work", "LANG": "C.UTF-8"}
+
+    # -- transport --------------------------------------------------------
+
+    def _send(self, msg: dict) -> None:
+        if self.dead:
+            raise _Gone("the sandbox container is gone")
+        data = json.dumps(msg).encode()
+        try:
+            self.warm.sock.settimeout(60)
+            self.warm.sock.sendall(struct.pack(">I", len(data)) + data)
+        except OSError as e:
+            self.dead = True
+            raise _Gone(f"the sandbox container is gone: {e}") from e
+
+    def _recv(self, timeout_s: float) -> dict:
+        end = time.monotonic() + timeout_s
+        answer = _answer(self.warm)
         while answer is None:
             remaining = end - time.monotonic()
             try:
                 if remaining <= 0:
                     raise socket.timeout
-                raw.settimeout(remaining)
-                chunk = raw.recv(1 << 16)
+                self.warm.sock.settimeout(remaining)
+                chunk = self.warm.sock.recv(1 << 16)
             except socket.timeout:
-                # The runner missed its own clock: nothing in that container can be trusted.
-                return RunResult(RunStatus.timeout, wall_time_s=time.monotonic() - t0,
-                                 extra={"container": warm.id[:12]},
-                                 detail=f"wall time exceeded; stopped from outside after {deadline_s:.1f}s"), False
+                self.dead = True  # the supervisor missed its own clock: nothing there can be trusted
+                raise _Gone("the sandbox supervisor stopped answering") from None
+            except OSError as e:
+                self.dead = True
+                raise _Gone(f"the sandbox container is gone: {e}") from e
             if not chunk:
-                return self._runner_died(warm, time.monotonic() - t0), False
-            warm.frames += chunk
-            _take_frames(warm)
-            answer = _answer(warm)
-        r = json.loads(answer)
-        status = RunStatus(r["status"])
-        reusable = bool(r.get("clean")) and not r.get("oom") and not r.get("pid_limit_hit") \
-            and status != RunStatus.sandbox_error
-        detail = r.get("detail", "")
-        if r.get("pid_limit_hit"):
-            detail = (detail + "; " if detail else "") + "hit the container's process limit"
-        return RunResult(
-            status=status,
-            exit_code=r.get("exit_code"),
-            stdout=base64.b64decode(r.get("stdout", "")),
-            stderr=base64.b64decode(r.get("stderr", "")),
-            wall_time_s=r.get("wall", time.monotonic() - t0),
-            cpu_time_s=r.get("cpu", 0.0),
-            peak_memory_mb=r.get("peak_mb", 0.0),
-            detail=detail,
-            compile_output=r.get("compile_output", ""),
-            extra={"container": warm.id[:12]},
-        ), reusable
+                self.dead = True
+                raise _Gone("oom" if self.box._runner_died(self.warm) else "the sandbox supervisor exited")
+            self.warm.frames += chunk
+            _take_frames(self.warm)
+            answer = _answer(self.warm)
+        msg = json.loads(answer)
+        if "error" in msg:
+            self.dirty = True
+        return msg
 
-    def _runner_died(self, warm: _Warm, wall: float) -> RunResult:
-        """PID 1 is gone, so is the container. Programs can't signal it; the OOM killer can."""
-        extra = {"container": warm.id[:12], "runner_stderr": warm.err.decode("utf-8", "replace")[-2000:]}
+    # -- Session ----------------------------------------------------------
+
+    def put(self, files) -> None:
+        bad = [n for n in files if not _valid_name(n)]
+        if bad:
+            raise ValueError(f"invalid file names: {bad}")
         try:
-            oom = bool(self._docker().api.inspect_container(warm.id)["State"].get("OOMKilled"))
-        except Exception:  # noqa: BLE001
-            oom = False
-        if oom:
-            return RunResult(RunStatus.memory_limit, wall_time_s=wall, extra=extra,
+            self._send({"op": "put", "files": {n: base64.b64encode(d).decode() for n, d in files.items()}})
+            msg = self._recv(GRACE_S + 5)
+        except _Gone as e:
+            self._failure = e
+            return
+        if "error" in msg:
+            self._failure = _Gone(f"could not place files: {msg['error']}")
+
+    def _spec(self, program: Program, limits: Limits, extra_procs: int = 0, judge: bool = False) -> dict:
+        spec = {"argv": list(program.argv), "env": {**self._env, **program.env}, "cwd": program.cwd,
+                "limits": {"cpu_time_s": limits.cpu_time_s,
+                           "memory_mb": limits.memory_mb if program.rlimit_as else None,
+                           "file_size_mb": limits.file_size_mb, "nofile": NOFILE,
+                           "nproc": limits.max_processes + 1 + extra_procs}}
+        if program.python is not None:
+            spec["python"] = {"path": program.python}
+        elif judge:
+            spec["python"] = {"fd": 5, "name": "judge.py"}
+        return spec
+
+    def exec(self, program: Program, *, stdin: bytes = b"", limits: Limits,
+             side_input: bytes | None = None, side_output: bool = False) -> RunResult:
+        targets = [0, 1, 2]
+        feeds = {"0": base64.b64encode(stdin).decode()}
+        if side_input is not None:
+            targets.append(3)
+            feeds["3"] = base64.b64encode(side_input).decode()
+        if side_output:
+            targets.append(4)
+        req = dict(self._spec(program, limits), op="exec", fd_targets=targets, feeds_b64=feeds,
+                   wall_time_s=limits.wall_time_s, output_bytes=limits.output_bytes)
+        if self._failure is not None:
+            return self._gone(self._failure, limits)
+        try:
+            self._fit(limits)
+            self._send(req)
+            msg = self._recv(limits.wall_time_s + GRACE_S)
+        except _Gone as e:
+            return self._gone(e, limits)
+        out = {k: base64.b64decode(v) for k, v in msg.get("outputs", {}).items()}
+        return self._result(msg.get("main", {}), msg, limits, out.get("1", b""), out.get("2", b""),
+                            side_output=out.get("4", b""))
+
+    def pair(self, judge: Program, candidate: Program, *, judge_input: bytes, limits: Limits,
+             judge_limits: Limits) -> PairResult:
+        req = {"op": "pair", "wall_time_s": limits.wall_time_s, "output_bytes": limits.output_bytes,
+               "judge": self._spec(Program(judge.argv, None, None, judge.env, judge.rlimit_as, judge.cwd or "/"),
+                                   judge_limits, extra_procs=limits.max_processes + 1, judge=True),
+               "candidate": self._spec(candidate, limits, extra_procs=2),
+               "judge_fd_targets": [0, 1, 2, 5], "candidate_fd_targets": [0, 1, 2],
+               "judge_feeds_b64": {"5": base64.b64encode(judge.python_source or b"").decode()}}
+        if self._failure is not None:
+            r = self._gone(self._failure, limits)
+            return PairResult(r, r)
+        try:
+            self._fit(limits)
+            self._send(req)
+            # The judge's input goes in a frame of its own, after the candidate has been forked.
+            self._send({"spec_b64": base64.b64encode(judge_input).decode()})
+            msg = self._recv(limits.wall_time_s + GRACE_S)
+        except _Gone as e:
+            r = self._gone(e, limits)
+            return PairResult(r, r)
+        out = {k: base64.b64decode(v) for k, v in msg.get("outputs", {}).items()}
+        cand = self._result(msg.get("candidate", {}), msg, limits, out.get("candidate:1", b""),
+                            out.get("candidate:2", b""))
+        jr = self._result(msg.get("judge", {}), dict(msg, over_output=False, oom_killed=False), judge_limits, b"",
+                          out.get("judge:2", b""))
+        return PairResult(jr, cand, out.get("judge:1", b""))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        clean = False
+        if not self.dead:
+            try:
+                self._send({"op": "reset"})
+                clean = bool(self._recv(30.0).get("clean")) and not self.dirty
+            except _Gone:
+                clean = False
+        if clean:
+            self.pool.release(self.warm)
+        else:
+            self.pool.discard(self.warm)
+
+    # -- internals --------------------------------------------------------
+
+    def _fit(self, limits: Limits) -> None:
+        try:
+            self.box._fit_cgroup(self.warm, limits)
+        except Exception as e:  # noqa: BLE001 - the engine refused (e.g. usage above the new limit)
+            log.debug("docker sandbox: cgroup not retuned: %s", e)
+
+    def _gone(self, e: Exception, limits: Limits) -> RunResult:
+        extra = {"container": self.warm.id[:12]}
+        if str(e) == "oom":
+            return RunResult(RunStatus.memory_limit, extra=extra,
                              detail="the session was killed by the out-of-memory killer")
-        raise RuntimeError(f"sandbox runner exited unexpectedly: {extra['runner_stderr'][-300:]!r}")
+        if "stopped answering" in str(e):
+            return RunResult(RunStatus.timeout, extra=extra,
+                             detail=f"wall time exceeded; stopped from outside after {limits.wall_time_s + GRACE_S:.1f}s")
+        return RunResult(RunStatus.sandbox_error, extra=extra, detail=f"docker sandbox: {e}")
+
+    def _result(self, proc: dict, msg: dict, limits: Limits, stdout: bytes, stderr: bytes, **kw) -> RunResult:
+        extra = {"container": self.warm.id[:12]}
+        if "error" in msg:
+            return RunResult(RunStatus.sandbox_error, detail=f"supervisor: {msg['error']}"[:500], extra=extra)
+        if not msg.get("clean") or msg.get("oom_killed") or msg.get("pid_limit_hit"):
+            self.dirty = True
+        facts = verdict.Facts(verdict.exit_code(proc.get("wait_status")), cpu_s=proc.get("cpu_s") or 0.0,
+                              wall_s=msg.get("wall_s", 0.0), peak_mb=(proc.get("maxrss_kb") or 0) / 1024.0,
+                              timed_out=bool(msg.get("timed_out")), over_output=bool(msg.get("over_output")),
+                              oom_killed=bool(msg.get("oom_killed")), stderr=stderr)
+        r = verdict.result(facts, limits, stdout, stderr, extra=extra, **kw)
+        if msg.get("pid_limit_hit"):
+            r.detail = (r.detail + "; " if r.detail else "") + "hit the container's process limit"
+        return r

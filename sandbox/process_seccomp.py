@@ -2,7 +2,8 @@
 
 Untrusted programs never need these system calls, and several are the usual
 doors from an unprivileged user namespace into kernel bugs (io_uring, bpf,
-userfaultfd, perf events, keyrings, the new mount API). They fail with EPERM.
+userfaultfd, perf events, keyrings, the new mount API); the ptrace family
+would let one process of a session reach into another. They fail with EPERM.
 Every other call is allowed: a deny-list keeps Python, g++ and the harness
 working unchanged. x86_64 only; other architectures run without a filter
 (``filter_program()`` returns None) and the 32-bit and x32 ABIs are refused.
@@ -32,6 +33,9 @@ DENIED_X86_64 = {
     "setns": 308, "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    # Reaching into another process of the session: a candidate must never touch the judge
+    # that runs beside it (which is also not dumpable, so these fail anyway).
+    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "pidfd_getfd": 438,
 }
 
 

@@ -1,25 +1,57 @@
 """No isolation at all: for development on machines without bubblewrap or Docker.
 
-Limits are applied with rlimits only; the program sees your files, your
-network and your environment. Never use it for untrusted code.
+The supervisor runs as a plain child process in a temporary directory and
+applies rlimits only; programs see your files, your network and your
+environment's defaults. Never use it for untrusted code.
 """
 from __future__ import annotations
 
 import logging
 import os
-import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Mapping
+from pathlib import Path
 
-from sandbox.base import Sandbox
-from sandbox.types import Limits, RunResult, RunStatus
+from sandbox.base import Sandbox, Session
+from sandbox.fds_session import FdsSession, Hooks
+from sandbox.process_sessions import read_child_pid  # noqa: F401 - same protocol family
+from sandbox.types import Limits, SandboxUnavailable
 
 log = logging.getLogger(__name__)
+
+SUPERVISOR = Path(__file__).parent / "inside" / "supervisor.py"
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+class _UnsafeSession(FdsSession):
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket, work: str) -> None:
+        def kill() -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+        super().__init__(sock, "unsafe", Hooks(kill=kill, alive=lambda: proc.poll() is None), {**ENV, "HOME": work})
+        self.proc, self.work = proc, work
+
+    def close(self) -> None:
+        self.reset()
+        try:
+            self.sock.close()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.hooks.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 class UnsafeSandbox(Sandbox):
@@ -31,49 +63,21 @@ class UnsafeSandbox(Sandbox):
     def check(self) -> None:
         return None
 
-    def run(self, language: str, source: str, *, stdin: bytes = b"", limits: Limits | None = None,
-            files: Mapping[str, bytes] | None = None, argv: list[str] | None = None) -> RunResult:
-        limits = limits or Limits()
+    def session(self, limits: Limits | None = None) -> Session:
         work = tempfile.mkdtemp(prefix="rs-unsafe-")
+        host, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        proc = subprocess.Popen([sys.executable, "-I", str(SUPERVISOR), "fds", str(inner.fileno()), work, "unsafe"],
+                                pass_fds=[inner.fileno()], cwd=work, env={**ENV, "HOME": work},
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        inner.close()
+        host.settimeout(20)
         try:
-            for name, data in (files or {}).items():
-                with open(os.path.join(work, name), "wb") as f:
-                    f.write(data)
-            if language == "python":
-                with open(os.path.join(work, "main.py"), "w") as f:
-                    f.write(source)
-                cmd = [sys.executable, "-I", "main.py", *(argv or [])]
-            elif language == "cpp":
-                with open(os.path.join(work, "main.cpp"), "w") as f:
-                    f.write(source)
-                cc = subprocess.run(["g++", "-O2", "-std=c++17", "-o", "main", "main.cpp"], cwd=work,
-                                    capture_output=True, timeout=limits.wall_time_s)
-                if cc.returncode != 0:
-                    return RunResult(RunStatus.compile_error, cc.returncode, detail="compilation failed",
-                                     compile_output=cc.stderr.decode(errors="replace")[-4000:])
-                cmd = ["./main", *(argv or [])]
-            else:
-                return RunResult(RunStatus.sandbox_error, detail=f"unsupported language {language!r}")
-
-            def limit() -> None:
-                os.setsid()
-                resource.setrlimit(resource.RLIMIT_CPU, (int(limits.cpu_time_s) + 1,) * 2)
-                resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb << 20,) * 2)
-
-            t0 = time.monotonic()
-            p = subprocess.Popen(cmd, cwd=work, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, preexec_fn=limit)
-            try:
-                out, err = p.communicate(stdin, timeout=limits.wall_time_s)
-                status = RunStatus.ok if p.returncode == 0 else RunStatus.runtime_error
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                out, err = p.communicate()
-                status = RunStatus.timeout
-            n = limits.output_bytes
-            if status == RunStatus.ok and (len(out) > n or len(err) > n):
-                status = RunStatus.output_limit
-            return RunResult(status, p.returncode, out[:n], err[:n], time.monotonic() - t0)
-        finally:
+            ready = host.recv(1 << 16)
+        except OSError:
+            ready = b""
+        host.settimeout(None)
+        if b'"ready"' not in ready:
+            proc.kill()
             shutil.rmtree(work, ignore_errors=True)
+            raise SandboxUnavailable("the unsafe backend's supervisor did not start")
+        return _UnsafeSession(proc, host, work)

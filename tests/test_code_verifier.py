@@ -235,7 +235,7 @@ def test_only_code_after_think_counts():
 
 
 def test_unsupported_fence_language_scores_zero():
-    v = score("```java\nclass A {}\n```", ADD_STDIO)
+    v = score("```haskell\nmain = interact id\n```", ADD_STDIO)
     assert (v.reward, v.status) == (0.0, "ok")
     assert "unsupported language" in v.detail["reason"]
 

@@ -145,8 +145,11 @@ def test_a_program_that_outlives_its_childs_memory_bomb_succeeds_and_says_so(san
     )
     r = run_py(sandbox, parent, limits=Limits(wall_time_s=10, cpu_time_s=10, memory_mb=128))
     assert r.status == RunStatus.ok, r
-    assert r.stdout == b"9\n"  # the child died of SIGKILL
-    assert "out-of-memory" in r.detail
+    # The child is stopped at the limit: by its address-space limit (MemoryError, exit 1) or,
+    # past it, by the container's OOM killer (SIGKILL), which the detail then mentions.
+    assert r.stdout in (b"256\n", b"9\n"), r
+    if r.stdout == b"9\n":
+        assert "out-of-memory" in r.detail
 
 def test_cpp_memory_bomb_is_a_memory_limit(sandbox):
     bomb = ("#include <cstring>\n#include <vector>\n"
@@ -211,7 +214,7 @@ def test_filling_the_work_tmpfs_fails_inside_and_leaves_nothing_behind(sandbox):
     r = run_py(sandbox, fill, limits=Limits(wall_time_s=20, cpu_time_s=20, memory_mb=512))
     assert r.status == RunStatus.ok, r
     assert r.stdout.strip() in (b"ENOSPC", b"EFBIG"), r
-    after = run_py(sandbox, "import os\nprint(sorted(os.listdir('/work')) == [os.path.basename(os.getcwd())])")
+    after = run_py(sandbox, "import os\nprint(sorted(os.listdir('/work')) == ['main.py'] and os.getcwd() == '/work')")
     assert after.stdout == b"True\n", after
 
 
@@ -258,7 +261,7 @@ LOOK_AROUND = """
 import os
 mine = {1, os.getpid()}
 foreign = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in mine]
-print(foreign, sorted(os.listdir('/work')) == [os.path.basename(os.getcwd())], os.listdir('/dev/shm'))
+print(foreign, sorted(os.listdir('/work')) == ['main.py'] and os.getcwd() == '/work', os.listdir('/dev/shm'))
 """
 
 
@@ -441,7 +444,7 @@ def test_daemon_files_and_module_patches_of_a_forked_run_do_not_reach_the_next(f
     look = ("import os, sys, json, math, collections, heapq\n"
             "mine = {1, os.getpid()}\n"
             "print(json.dumps([1]), math.pi == 3.141592653589793, len('ab'), '/work' in sys.path,"
-            " hasattr(heapq, 'hacked'), os.listdir('/dev/shm'), os.listdir('/work') == [os.path.basename(os.getcwd())],"
+            " hasattr(heapq, 'hacked'), os.listdir('/dev/shm'), (os.listdir('/work') == ['main.py'] and os.getcwd() == '/work'),"
             " [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in mine])")
     first = run_py(forked, patch)
     second = run_py(forked, look)

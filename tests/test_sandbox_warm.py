@@ -136,13 +136,15 @@ def test_the_supervisor_memory_descriptors_and_tracing_are_closed_to_runs(sandbo
     assert b"vm_readv -1\n" in r.stdout
 
 
-def test_a_timeout_replaces_the_session_and_the_next_run_is_fine(sandbox):
-    hang = sandbox.run("python", "import time\nprint('x', flush=True)\ntime.sleep(60)",
+def test_a_timeout_is_enforced_inside_the_session_and_the_next_run_is_fine(sandbox):
+    # The supervisor keeps the wall clock itself, kills the run and everything it started, and
+    # the session (with a compiled program in it, for the next tests) stays usable.
+    hang = sandbox.run("python", "import os, time\nprint('x', flush=True)\nos.fork()\ntime.sleep(60)",
                        limits=dataclasses.replace(QUICK, wall_time_s=1))
     assert hang.status == RunStatus.timeout and hang.stdout == b"x\n", hang
+    assert hang.wall_time_s < 1.5
     nxt = sandbox.run("python", OTHER_PROCESSES, limits=QUICK)
     assert nxt.status == RunStatus.ok and nxt.stdout == b"[]\n", nxt
-    assert nxt.extra["session_run"] == 1  # a fresh session
 
 
 def test_a_memory_limit_hit_replaces_the_session(sandbox):
@@ -187,11 +189,10 @@ def test_runs_inherit_only_their_own_descriptors(sandbox):
     assert r.stdout == b"[0, 1, 2, 3]\n", r
 
 
-def test_a_run_with_more_files_than_one_message_carries_goes_cold(sandbox):
-    files = {f"f{i}.txt": b"x" for i in range(60)}
+def test_a_run_with_more_files_than_one_message_carries_gets_them_all(sandbox):
+    files = {f"f{i}.txt": b"x" for i in range(130)}
     r = sandbox.run("python", "import os\nprint(len(os.listdir('.')))", files=files, limits=QUICK)
-    assert r.status == RunStatus.ok and r.stdout == b"61\n", r
-    assert "warm" not in r.extra
+    assert r.status == RunStatus.ok and r.stdout == b"131\n", r
 
 
 def test_a_scratch_root_locked_or_tagged_by_a_run_is_restored_for_the_next(sandbox):

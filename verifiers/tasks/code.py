@@ -2,55 +2,31 @@
 
 The reward is the fraction of tests passed (ProRL's continuous code reward)
 or, with ``all_or_nothing``, 1 only when every test passes. All tests of one
-completion run in ONE sandbox session: the trusted harness
-(``_code_harness.py``) compiles once and forks a limited child per test.
-Expected outputs of stdin/stdout and call-based tests never enter the
-sandbox; they are compared here.
+completion run in ONE sandbox session, built once; every verdict is computed
+outside every process that ran candidate code (``_code_run`` says how).
+Languages come from the sandbox's language table (``sandbox/languages.py``).
 """
 from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
 import json
-import marshal
-import secrets
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 import sandbox
-from sandbox.types import Limits, RunStatus
+from sandbox import languages
 from verifiers.base import InvalidInput, TaskOptions, Verdict, json_object
 from verifiers.extract import ThinkMode, last_code_block, strip_thinking
 from verifiers.registry import register
 from verifiers.tasks._code_asserts import prepare
 from verifiers.tasks._code_compare import stdout_matches, value_matches
+from verifiers.tasks._code_run import Checker, run_tests
 
-HARNESS_SOURCE = (Path(__file__).parent / "_code_harness.py").read_text()
-# The sandbox runs this stub; it loads the harness precompiled when the sandbox's
-# Python has our bytecode magic (saves compiling ~600 lines per run), else compiles it.
-HARNESS_STUB = """import marshal, sys
-try:
-    magic = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER.hex()
-    with open("harness-" + magic + ".bin", "rb") as f:
-        code = marshal.loads(f.read())
-except Exception:
-    with open("harness.py", encoding="utf-8") as f:
-        code = compile(f.read(), "harness.py", "exec")
-exec(code)
-"""
-HARNESS_FILES = {
-    "harness.py": HARNESS_SOURCE.encode(),
-    f"harness-{importlib.util.MAGIC_NUMBER.hex()}.bin": marshal.dumps(compile(HARNESS_SOURCE, "harness.py", "exec")),
-}
-
-FENCE_LANGUAGES = {"python": "python", "py": "python", "python3": "python",
-                   "cpp": "cpp", "c++": "cpp", "cc": "cpp"}
-COMPILE_TIMEOUT_S = 15.0
+PYTHON_ONLY_FORMATS = ("call", "assert")
 MAX_TOTAL_TIMEOUT_S = 40.0
 TASK_TIMEOUT_S = 60.0  # executor's kill: compile + total budget + slack stays below it
 CLIP = 300
@@ -59,13 +35,16 @@ SHAPES = (
     'code ground truth must be a JSON object (or a JSON string of one) of one of these shapes: '
     '{"inputs": [...], "outputs": [...]} (stdin/stdout); the same plus "fn_name" (call-based: '
     'each input is a list of arguments); {"test": "<code defining check(candidate)>", "entry_point": "f"} '
-    '(HumanEval); {"test_list": ["assert ...", ...], "test_setup_code": "..." (optional)} (MBPP)'
+    '(HumanEval); {"test_list": ["assert ...", ...], "test_setup_code": "..." (optional)} (MBPP); '
+    'stdin/stdout tests may carry "checker": {"language": "python"|"cpp"|..., "source": "..."} '
+    '(testlib-style: run with input, output and answer file paths; exit 0 = accepted)'
 )
 
 
 class CodeOptions(TaskOptions):
-    language: Literal["python", "cpp"] = Field(
-        "python", description="Language when the code fence doesn't name one (python/py/python3, cpp/c++/cc).")
+    language: Literal[tuple(languages.LANGUAGES)] = Field(  # type: ignore[valid-type]
+        "python", description="Language when the code fence doesn't name one: "
+                              + ", ".join(languages.LANGUAGES) + ". Call- and assert-based tests are Python only.")
     think: ThinkMode = Field(
         "auto", description="`require`: no `</think>` means reward 0; `auto`: code after `</think>` if present.")
     exact: bool = Field(False, description="Compare output exactly (trailing whitespace trimmed) instead of by "
@@ -80,7 +59,8 @@ class CodeOptions(TaskOptions):
     total_timeout_s: float = Field(
         30.0, gt=0, le=MAX_TOTAL_TIMEOUT_S,
         description="Budget for all tests of one completion; tests not started in it count as failed.")
-    memory_mb: int = Field(512, ge=64, le=4096, description="Address-space limit per test, in MiB.")
+    memory_mb: int = Field(512, ge=64, le=4096, description="Memory limit per test, in MiB (address space, or the "
+                                                             "cgroup for the JVM, Go and Node.js).")
 
 
 @dataclass
@@ -90,6 +70,7 @@ class Suite:
     expected: list[Any] = field(default_factory=list)
     fn_name: str | None = None
     asserts: list[dict[str, str | None]] = field(default_factory=list)
+    checker: Checker | None = None
 
     def __len__(self) -> int:
         return len(self.asserts) if self.mode == "assert" else len(self.inputs)
@@ -133,34 +114,6 @@ def _parse_python(source: str, what: str) -> tuple[str, frozenset[str]]:
     return prepared, frozenset(imports)
 
 
-def _stdlib_imports(code: str) -> set[str]:
-    """Top-level modules the solution imports (the harness preloads the stdlib ones)."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return set()
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def _sandbox_asserts(suite: Suite) -> tuple[list[dict], list[str]]:
-    """The assert tests as the harness runs them: comparisons sanitized; the modules they import."""
-    out, imports = [], set()
-    for a in suite.asserts:
-        entry = {"call": a["call"]}
-        for part, what in (("setup", "test_setup_code"), ("code", "test")):
-            if a[part]:
-                entry[part], used = _parse_python(a[part], what)
-                imports |= used
-        out.append(entry)
-    return out, sorted(imports)
-
-
 def _io_suite(gt: dict) -> Suite:
     inputs, outputs = gt.get("inputs"), gt.get("outputs")
     if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs) or not inputs:
@@ -171,7 +124,22 @@ def _io_suite(gt: dict) -> Suite:
             raise InvalidInput(f'"fn_name" must be a function name, got {fn_name!r:.80}')
         return Suite("call", inputs=[_arguments(x) for x in inputs], expected=[_listify(o) for o in outputs],
                      fn_name=fn_name)
-    return Suite("stdio", inputs=[_text(x, "input") for x in inputs], expected=[_text(o, "output") for o in outputs])
+    return Suite("stdio", inputs=[_text(x, "input") for x in inputs], expected=[_text(o, "output") for o in outputs],
+                 checker=_checker(gt.get("checker")))
+
+
+def _checker(spec: Any) -> Checker | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not isinstance(spec.get("source"), str) or not spec["source"].strip():
+        raise InvalidInput('"checker" must be {"language": "python"|"cpp"|..., "source": "<checker program>"}')
+    lang = languages.get(str(spec.get("language", "cpp"))) or languages.by_fence(str(spec.get("language", "")))
+    if lang is None:
+        raise InvalidInput(f"checker language {spec.get('language')!r} is not one of {', '.join(languages.LANGUAGES)}")
+    missing = lang.missing()
+    if missing:
+        raise InvalidInput(f"checker language {lang.name} has no toolchain here (missing {', '.join(missing)})")
+    return Checker(lang, spec["source"])
 
 
 def _arguments(x: Any) -> list[Any]:
@@ -208,9 +176,10 @@ def _clip(v: Any, n: int = CLIP) -> Any:
 
 @register(
     "code",
-    description="Runs the last fenced code block (Python or C++) against tests in the sandbox; reward = fraction "
-                "of tests passed (or all-or-nothing). Formats: stdin/stdout, call-based (fn_name, optionally "
-                "`class Solution`), HumanEval check(candidate), MBPP assert lists.",
+    description="Runs the last fenced code block (" + ", ".join(languages.LANGUAGES) + ") against tests in the "
+                "sandbox; reward = fraction of tests passed (or all-or-nothing). Formats: stdin/stdout (every "
+                "language; optional testlib-style checker), call-based (fn_name, optionally `class Solution`; "
+                "Python), HumanEval check(candidate) and MBPP assert lists (Python).",
     ground_truth=[
         '{"inputs": ["1 2\\n"], "outputs": ["3\\n"]}',
         '{"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}',
@@ -221,6 +190,7 @@ def _clip(v: Any, n: int = CLIP) -> Any:
     options=CodeOptions,
     timeout_s=TASK_TIMEOUT_S,
     family="code",
+    languages=lambda: _languages_info(),
 )
 def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt: str | None = None) -> Verdict:
     suite = parse_ground_truth(ground_truth)
@@ -230,70 +200,77 @@ def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt
     block = last_code_block(response)
     if block is None or not block.code.strip():
         return Verdict(0.0, "ok", {"reason": "no fenced code block in the response", "passed": 0, "total": len(suite)})
-    language = FENCE_LANGUAGES.get(block.language, options.language if not block.language else None)
-    if language is None:
-        return Verdict(0.0, "ok", {"reason": f"unsupported language {block.language!r} (python or cpp)",
-                                   "passed": 0, "total": len(suite)})
-    if suite.mode == "assert" and language != "python":
-        return Verdict(0.0, "ok", {"reason": "assert-based tests need a Python solution", "language": language,
-                                   "passed": 0, "total": len(suite)})
-    return _judge(suite, block.code, language, options)
+    lang = languages.by_fence(block.language) if block.language else languages.get(options.language)
+    if lang is None:
+        return Verdict(0.0, "ok", {"reason": f"unsupported language {block.language!r} "
+                                             f"({', '.join(languages.LANGUAGES)})", "passed": 0, "total": len(suite)})
+    if suite.mode in PYTHON_ONLY_FORMATS and lang.name != "python":
+        raise InvalidInput(f"{'call' if suite.mode == 'call' else 'assert'}-based tests need a Python solution; "
+                           f"this one is {lang.name} (stdin/stdout tests work in every language)")
+    missing = lang.missing()
+    if missing:
+        return Verdict(0.0, "error", {"error": f"{lang.name} toolchain not installed on this host "
+                                                f"(missing {', '.join(missing)}); see GET /tasks",
+                                      "language": lang.name, "passed": 0, "total": len(suite)})
+    return _judge(suite, block.code, lang, options)
 
 
-def _judge(suite: Suite, code: str, language: str, options: CodeOptions) -> Verdict:
-    token = secrets.token_hex(8)
-    # Per-test limits are the harness's; the session's wall limit only backs it up.
-    budget = min(options.total_timeout_s, len(suite) * (options.test_timeout_s + 0.5))
-    asserts, imports = _sandbox_asserts(suite) if suite.mode == "assert" else ([], [])
-    spec = {
-        "token": token, "language": language, "mode": suite.mode, "fn_name": suite.fn_name,
-        "tests": suite.inputs, "asserts": asserts, "imports": imports, "timeout_s": options.test_timeout_s,
-        "memory_mb": options.memory_mb, "budget_s": budget,
-        "stop_on_failure": options.stop_on_first_failure or options.all_or_nothing,
-        "compile_timeout_s": COMPILE_TIMEOUT_S,
-        # Never a module of the session's own directory (e.g. `solution`): that would run the
-        # candidate inside the trusted harness.
-        "preload": sorted((set(imports) | (_stdlib_imports(code) if language == "python" and len(suite) > 1
-                                           else set())) & sys.stdlib_module_names),
-    }
-    wall = budget + (COMPILE_TIMEOUT_S if language == "cpp" else 0) + 3.0
-    limits = Limits(wall_time_s=wall, cpu_time_s=2 * wall, memory_mb=options.memory_mb + 512, max_processes=64,
-                    output_bytes=48 << 20, file_size_mb=64)
-    box = sandbox.get_sandbox()
-    filename = "solution.py" if language == "python" else "solution.cpp"
-    # marshal: the harness decodes it without importing json (and re) on every run.
-    run = box.run("python", HARNESS_STUB, stdin=marshal.dumps(spec, 4), limits=limits,
-                  files={**HARNESS_FILES, filename: code.encode()})
-    detail: dict[str, Any] = {"language": language, "format": suite.mode, "passed": 0, "total": len(suite),
-                              "sandbox": {"backend": box.name, "status": run.status.value,
-                                          "wall_time_s": round(run.wall_time_s, 3)}}
-    if run.status == RunStatus.sandbox_error:
-        detail["error"] = f"sandbox failure: {run.detail}"[:500]
-        return Verdict(0.0, "error", detail)
-    report = _report(run.stdout, token)
-    if report is None:
-        # The harness never crashes on a bad program, so a missing report means the
-        # session was killed or tampered with: nothing is credited.
-        detail["reason"] = f"the test harness produced no report (sandbox status {run.status.value})"
-        if run.stderr:
-            detail["stderr"] = _clip(run.stderr.decode(errors="replace")[-2000:], 1000)
-        return Verdict(0.0, "ok", detail)
-    compiled = report.get("compile") or {}
-    if not compiled.get("ok"):
-        detail["reason"] = "compile error"
-        detail["compile_output"] = _clip(str(compiled.get("output", "")), 2000)
-        return Verdict(0.0, "ok", detail)
-    return _score(suite, report["results"], options, detail)
-
-
-def _report(stdout: bytes, token: str) -> dict | None:
+def _python_syntax_error(code: str) -> str | None:
+    """Python's own verdict on the source, before any sandbox time is spent on it. Only the
+    compiler runs here (no code of the solution), bounded by the scoring worker's limits."""
     try:
-        report = json.loads(stdout)
-    except ValueError:
-        return None
-    if not isinstance(report, dict) or report.get("token") != token or not isinstance(report.get("results"), list):
-        return None
-    return report
+        compile(code, "solution.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    except (RecursionError, MemoryError) as e:
+        return f"{type(e).__name__}: the source is too deeply nested to compile"
+    return None
+
+
+def _judge(suite: Suite, code: str, lang: languages.Language, options: CodeOptions) -> Verdict:
+    if lang.name == "python":
+        error = _python_syntax_error(code)
+        if error is not None:
+            return Verdict(0.0, "ok", {"language": lang.name, "format": suite.mode, "passed": 0, "total": len(suite),
+                                       "reason": "compile error", "compile_output": _clip(error, 2000)})
+    budget = min(options.total_timeout_s, len(suite) * (options.test_timeout_s + 0.5))
+    if suite.mode == "assert":
+        tests = [{"steps": [_parse_python(part, what)[0] for part, what in ((a["setup"], "test_setup_code"),
+                                                                           (a["code"], "test")) if part],
+                  "call": a["call"], "name": str(i)} for i, a in enumerate(suite.asserts)]
+    else:
+        tests = suite.inputs
+    halt = options.stop_on_first_failure or options.all_or_nothing
+
+    def stop(i: int, r: dict) -> bool:
+        return halt and _test_status(suite, i, r, options) != "passed"
+
+    ran = run_tests(suite.mode, lang, code, tests, fn_name=suite.fn_name,
+                    expected_for_checker=suite.expected if suite.checker else None, checker=suite.checker,
+                    timeout_s=options.test_timeout_s, memory_mb=options.memory_mb, budget_s=budget, stop=stop)
+    detail: dict[str, Any] = {"language": lang.name, "format": suite.mode, "passed": 0, "total": len(suite),
+                              "sandbox": {"backend": sandbox.get_sandbox().name,
+                                          "status": "error" if ran.error else "ok",
+                                          "wall_time_s": round(ran.wall_s, 3)}}
+    if suite.checker is not None:
+        detail["checker"] = suite.checker.language.name
+    if ran.error:
+        detail["error"] = ran.error
+        return Verdict(0.0, "error", detail)
+    if ran.compile is not None:
+        detail["compile_time_s"] = round(ran.compile.wall_time_s, 3)
+        if ran.compile.status.value != "ok":
+            detail["reason"] = "compile error"
+            detail["compile_output"] = _clip(ran.compile.compile_output or ran.compile.detail, 2000)
+            detail["compile_status"] = ran.compile.detail
+            return Verdict(0.0, "ok", detail)
+    verdict = _score(suite, ran.tests, options, detail)
+    if suite.checker is not None and ran.tests and all(
+            r.get("status") in ("error", "not_run") for r in ran.tests) and any(r.get("status") == "error" for r in ran.tests):
+        # The checker failed on every test it judged: that is not the program's 0.
+        detail["error"] = "the checker failed on every test; see first_failure"
+        return Verdict(0.0, "error", detail)
+    return verdict
 
 
 def _score(suite: Suite, results: list[dict], options: CodeOptions, detail: dict) -> Verdict:
@@ -322,7 +299,7 @@ def _score(suite: Suite, results: list[dict], options: CodeOptions, detail: dict
 
 def _test_status(suite: Suite, i: int, r: dict, options: CodeOptions) -> str:
     status = r.get("status")
-    if suite.mode == "assert":
+    if suite.mode == "assert" or status == "passed":  # a judge's or a checker's verdict
         return "passed" if status == "passed" else str(status)
     if status != "completed":
         return str(status)
@@ -355,4 +332,17 @@ def _failure(suite: Suite, i: int, r: dict, status: str) -> dict[str, Any]:
             out[key] = _clip(str(r[key])[-1000:], 1000)
     if "time_s" in r:
         out["time_s"] = r["time_s"]
+    return out
+
+
+def _languages_info() -> dict[str, Any]:
+    """For GET /tasks: each language, its fences and formats, and whether this host can run it."""
+    out = {}
+    for lang in languages.LANGUAGES.values():
+        missing = lang.missing()
+        out[lang.name] = {"fences": list(lang.aliases), "compiled": lang.compile is not None,
+                          "formats": ["stdio", "call", "assert"] if lang.name == "python" else ["stdio"],
+                          "memory_limit": "address space (RLIMIT_AS)" if lang.memory == "rlimit"
+                          else "cgroup + the runtime's own heap flag",
+                          "available": not missing, **({"missing": missing} if missing else {})}
     return out
