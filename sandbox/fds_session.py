@@ -45,13 +45,19 @@ class Hooks:
     overhead_pids: int = 1  # processes of the session that aren't the run's (the supervisor, ...)
 
 
-def memfd(data: bytes) -> int:
+def memfd(data: bytes, readonly: bool = False) -> int:
+    """A memfd holding ``data``; ``readonly``: a read-only descriptor of it (a program's stdin must
+    not be writable: a write would move the very offset its reads start from)."""
     fd = os.memfd_create("sandbox-file", os.MFD_CLOEXEC)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.lseek(fd, 0, os.SEEK_SET)
+        if readonly:
+            ro = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            os.close(fd)
+            fd = ro
     except BaseException:
         os.close(fd)
         raise
@@ -240,7 +246,7 @@ class FdsSession(Session):
                     elif target in (0, 4, 5):
                         # stdin is a file, as judges give it (fstat() tells its size, seeking works);
                         # a judge's input and program are memfds only that process holds.
-                        child.append(memfd(data))
+                        child.append(memfd(data, readonly=True))
                     else:
                         r, w = os.pipe()
                         child.append(r)

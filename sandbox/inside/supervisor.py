@@ -658,12 +658,14 @@ def _close(fd):
 
 
 def _memfd(data):
+    """A read-only descriptor of a memfd holding ``data`` (a program's stdin must not be writable)."""
     fd = os.memfd_create("sandbox-data", 0)
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
+    ro = os.open("/proc/self/fd/%d" % fd, os.O_RDONLY)
+    os.close(fd)
+    return ro
 
 
 def _warm_up():
