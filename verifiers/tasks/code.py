@@ -28,7 +28,8 @@ from verifiers.tasks._code_run import Checker, run_tests
 
 PYTHON_ONLY_FORMATS = ("call", "assert")
 MAX_TOTAL_TIMEOUT_S = 40.0
-TASK_TIMEOUT_S = 60.0  # executor's kill: compile + total budget + slack stays below it
+# The executor's kill: the slowest build budget + the total test budget + slack stays below it.
+TASK_TIMEOUT_S = max(lang.compile_time_s for lang in languages.LANGUAGES.values()) + MAX_TOTAL_TIMEOUT_S + 10.0
 CLIP = 300
 
 SHAPES = (
