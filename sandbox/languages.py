@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 MemoryModel = Literal["rlimit", "cgroup"]
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def _java_main(source: str) -> str:
@@ -55,6 +56,8 @@ class Language:
     packages: tuple[str, ...] = ()  # Debian packages providing the toolchain
     requires: tuple[str, ...] = ()  # executables that must be on the sandbox PATH
     entry_point: Callable[[str], str] | None = None  # source -> {main}
+    # Host paths outside /usr the toolchain reads (globs; bound read-only into the sandbox when they exist).
+    ro_paths: tuple[str, ...] = ()
     # Python runs can be a fork of the sandbox's warm supervisor instead of a new interpreter.
     fork_python: bool = False
 
@@ -76,9 +79,10 @@ class Language:
     def environment(self, memory_mb: int) -> dict[str, str]:
         return {k: v.format(memory_mb=memory_mb) for k, v in self.env.items()}
 
-    def missing(self, which: Callable[[str], str | None] = shutil.which) -> list[str]:
-        """Executables of this row not found (on the host's PATH, which the sandbox's /usr view mirrors)."""
-        return [exe for exe in self.requires if which(exe) is None]
+    def missing(self) -> list[str]:
+        """Executables of this row not found on the sandbox's PATH (its read-only view of the host's
+        /usr and /bin: a toolchain installed elsewhere, e.g. under ~/.cargo, is not there)."""
+        return [exe for exe in self.requires if shutil.which(exe, path=SANDBOX_PATH) is None]
 
 
 # Writable homes for toolchains that want one: /tmp is a size-capped tmpfs of the session.
@@ -99,7 +103,9 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
              compile=("javac", "-J-Xmx512m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1",
                       "-encoding", "UTF-8", "-nowarn", "{src}"),
              memory="cgroup", packages=("openjdk-17-jdk-headless",), requires=("java", "javac"),
-             entry_point=_java_main, env=_TOOL_HOME),
+             entry_point=_java_main, env=_TOOL_HOME,
+             # Debian keeps the JDK's security and logging configuration under /etc.
+             ro_paths=("/etc/java-*-openjdk",)),
     Language("javascript", ("javascript", "js", "node", "nodejs"), "main.js",
              ("node", "--max-old-space-size={memory_mb}", "--stack-size=65500", "main.js"),
              memory="cgroup", packages=("nodejs",), requires=("node",), env=_TOOL_HOME),
@@ -125,6 +131,12 @@ def by_fence(name: str) -> Language | None:
 
 def get(name: str) -> Language | None:
     return LANGUAGES.get(name)
+
+
+def ro_paths() -> list[str]:
+    """Every existing host path some language's toolchain needs bound into the sandbox."""
+    import glob
+    return sorted({p for lang in LANGUAGES.values() for pattern in lang.ro_paths for p in glob.glob(pattern)})
 
 
 def packages(names: list[str] | None = None) -> list[str]:

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
-from sandbox import process_seccomp
+from sandbox import languages, process_seccomp
 from sandbox.base import Sandbox, Session
 from sandbox.process_sessions import SessionPool
 from sandbox.process_slots import Slot, SlotPool
@@ -95,7 +95,7 @@ class ProcessConfig:
 
 
 def _root_view(extra: tuple[str, ...]) -> list[str]:
-    """bwrap arguments for a read-only view of just what python3 and g++ need."""
+    """bwrap arguments for a read-only view of just what the interpreters and toolchains need."""
     args: list[str] = ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -105,7 +105,7 @@ def _root_view(extra: tuple[str, ...]) -> list[str]:
     for path in ("/etc/ld.so.cache", "/etc/alternatives"):
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
-    for path in extra:
+    for path in (*languages.ro_paths(), *extra):
         args += ["--ro-bind", path, path]
     return args
 
