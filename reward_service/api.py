@@ -41,6 +41,9 @@ def check_sandbox(settings: Settings) -> None:
     os.environ["REWARD_SERVICE_SANDBOX_BACKEND"] = settings.sandbox_backend  # for worker processes
     try:
         get_sandbox(settings.sandbox_backend).check()
+        report = sandbox_report(settings)
+        log.info("code sandbox %s: %s; languages: %s", report["backend"], report.get("isolation", {}),
+                 report["languages"])
     except SandboxUnavailable as e:
         msg = (f"code sandbox backend {settings.sandbox_backend!r} cannot work here: {e}. "
                "Fix it, choose another with REWARD_SERVICE_SANDBOX_BACKEND, or set "
@@ -148,7 +151,10 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         """Workers are ready to score."""
         ex = getattr(request.app.state, "executor", None)
         ready, why = ex.readiness() if ex else (False, "starting")
-        return JSONResponse({"ready": ready, "detail": why}, 200 if ready else 503)
+        body = {"ready": ready, "detail": why}
+        if not settings.redis_url:  # embedded: code runs here, so say how and in which languages
+            body["sandbox"] = sandbox_report(settings)
+        return JSONResponse(body, 200 if ready else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics_route():
@@ -171,6 +177,25 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "5"})
 
     return app
+
+
+def sandbox_report(settings: Settings) -> dict:
+    """The code sandbox as this process runs it: backend, what confines runs, and which languages'
+    toolchains are missing here (their items get `error`, never a silent 0)."""
+    from sandbox import languages
+
+    out: dict = {"backend": settings.sandbox_backend,
+                 "languages": {name: ("missing " + ", ".join(m)) if (m := lang.missing()) else "ok"
+                               for name, lang in languages.LANGUAGES.items()}}
+    try:
+        from sandbox import get_sandbox
+
+        box = get_sandbox(settings.sandbox_backend)
+        if hasattr(box, "isolation"):
+            out["isolation"] = box.isolation()
+    except Exception as e:  # noqa: BLE001 - readiness must answer even when the sandbox can't
+        out["error"] = f"{type(e).__name__}: {e}"[:300]
+    return out
 
 
 def task_info(spec: verifiers.TaskSpec, settings: Settings) -> TaskInfo:

@@ -124,6 +124,7 @@ def run_tests(mode: str, language: languages.Language, code: str, tests: list[An
                     r = _stdio(session, program, test, run_limits)
                     if checker_session is not None and r["status"] == "completed":
                         r = _check(checker_session, checker, test, r, expected_for_checker[i])
+                    r.pop("_raw", None)
                 elif mode == "call":
                     r = _call(session, fn_name, test, run_limits)
                 else:
@@ -161,6 +162,7 @@ def _stdio(session, program: Program, stdin: str, limits: Limits) -> dict:
     if "status" not in d:
         d["status"] = "completed"
         d["stdout"] = r.stdout.decode("utf-8", "replace")
+        d["_raw"] = r.stdout  # a checker reads the exact bytes
     return d
 
 
@@ -240,8 +242,7 @@ def _start_checker(box, checker: Checker):
 def _check(s, checker: Checker, stdin: str, r: dict, answer: str) -> dict:
     limits = Limits(wall_time_s=CHECKER_TIME_S, cpu_time_s=CHECKER_TIME_S, memory_mb=512, max_processes=16,
                     output_bytes=1 << 20, file_size_mb=64)
-    s.put({"input.txt": stdin.encode(), "output.txt": r["stdout"].encode("utf-8", "surrogateescape"),
-           "answer.txt": answer.encode()})
+    s.put({"input.txt": stdin.encode(), "output.txt": r["_raw"], "answer.txt": answer.encode()})
     lang = checker.language
     if lang.fork_python:
         program = Program(python=lang.source_file(checker.source), argv=("input.txt", "output.txt", "answer.txt"))
