@@ -189,7 +189,7 @@ class RedisPromptStats:
                     p.hsetnx(key, "first_seen", now)
                     p.hset(key, "last_seen", now)
                     p.expire(key, self.ttl_s)
-                p.zadd(INDEX_KEY, {pid: now for pid in tallies})
+                p.zadd(INDEX_KEY, {pid: now + i * 1e-6 for i, pid in enumerate(tallies)})
                 p.zremrangebyscore(INDEX_KEY, "-inf", now - self.ttl_s)  # their hashes expired by themselves
                 p.zcard(INDEX_KEY)
                 size = (await p.execute())[-1]

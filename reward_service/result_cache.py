@@ -145,7 +145,8 @@ class RedisCache:
             async with self._r.pipeline(transaction=False) as p:
                 for k, o in entries:
                     p.set(KEY_PREFIX + k, _dump(o), ex=self.ttl_s)
-                p.zadd(INDEX_KEY, {k: now for k, _ in entries})
+                # distinct scores, so trimming drops the earliest of a batch, not an arbitrary one of a tie
+                p.zadd(INDEX_KEY, {k: now + i * 1e-6 for i, (k, _) in enumerate(entries)})
                 p.zremrangebyscore(INDEX_KEY, "-inf", now - self.ttl_s)  # their values expired by themselves
                 p.zcard(INDEX_KEY)
                 size = (await p.execute())[-1]
