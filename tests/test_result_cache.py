@@ -153,3 +153,17 @@ def test_the_key_covers_the_verifier_version_and_every_input():
 ])
 def test_only_ok_verdicts_without_a_timeout_anywhere_are_cacheable(outcome, ok):
     assert cacheable(outcome) is ok
+
+
+def test_register_records_the_verifier_version_default_1():
+    from verifiers.base import Verdict
+    from verifiers.registry import _TASKS, register
+
+    try:
+        register("cache-test-v", description="d", ground_truth=["x"], version="3")(lambda c, g, o, p: Verdict(1.0))
+        register("cache-test-d", description="d", ground_truth=["x"])(lambda c, g, o, p: Verdict(1.0))
+        assert (_TASKS["cache-test-v"].version, _TASKS["cache-test-d"].version) == ("3", "1")
+        assert "version" not in _TASKS["cache-test-v"].extra
+    finally:
+        _TASKS.pop("cache-test-v", None)
+        _TASKS.pop("cache-test-d", None)
