@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/bench_math.py
 	$(BIN)/python bench/bench_humaneval.py
 	$(BIN)/python bench/bench_scaleout.py
+	$(BIN)/python bench/bench_cache.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

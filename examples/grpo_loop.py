@@ -2,10 +2,15 @@
 
 The "policy" is a softmax over answer styles (right and boxed, wrong, right but
 unboxed, hedged between two answers, no answer). Each step it writes a group of
-completions per prompt, the service scores them, rewards are turned into
-group-relative advantages ``(r - mean) / std`` as in GRPO, and a policy-gradient
-step moves probability toward the styles that beat their group. The mean reward
-climbs step by step -- the service's verdicts are all that drives it.
+completions per prompt and sends them in one request with a ``group`` per prompt
+and a ``prompt_id``; the service scores them and returns each completion's GRPO
+advantage ``(r - mean) / (std + 1e-6)`` within its group, plus per-group
+statistics. Groups the service flags ``zero_variance`` (every sample scored the
+same: no signal) are dropped, as in DAPO's dynamic sampling, and a
+policy-gradient step moves probability toward the styles that beat their group.
+The mean reward climbs step by step -- the service's verdicts are all that drives
+it; this script does no reward arithmetic of its own. At the end it prints the
+service's running pass rate of each prompt (``POST /prompts/stats``).
 
     python examples/grpo_loop.py                          # starts an embedded service
     python examples/grpo_loop.py --url http://127.0.0.1:8000 --api-key "$KEY"
@@ -84,34 +89,33 @@ class StylePolicy:
             self.logits[k] += lr * grad[k] / len(styles)
 
 
-def group_advantages(rewards: list[float]) -> list[float]:
-    """GRPO's advantage: reward relative to its own group, in units of the group's spread."""
-    mean = sum(rewards) / len(rewards)
-    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
-    return [(r - mean) / (std + 1e-4) for r in rewards]
-
-
 def train(client: RewardClient, steps: int, group_size: int, lr: float, seed: int) -> list[float]:
     policy = StylePolicy(random.Random(seed))
     history = []
     for step in range(1, steps + 1):
         styles, items = [], []
-        for question, answer in PROBLEMS:
+        for index, (question, answer) in enumerate(PROBLEMS):
             for _ in range(group_size):
                 style = policy.sample()
                 styles.append(style)
                 items.append({"task": "math", "prompt": question, "completion": STYLES[style](answer),
-                              "ground_truth": answer})
-        rewards = [r.reward for r in client.score(items)]  # one batch per step, as a trainer would
-        advantages = []
-        for g in range(0, len(rewards), group_size):
-            advantages += group_advantages(rewards[g : g + group_size])
-        policy.update(styles, advantages, lr)
-        mean = sum(rewards) / len(rewards)
+                              "ground_truth": answer, "group": f"step{step}-q{index}", "prompt_id": f"q{index}"})
+        # one batch per step, as a trainer would; the service does the group arithmetic
+        response = client.score_response(items, advantage="grpo")
+        keep = [i for i, (item, r) in enumerate(zip(items, response.results))
+                if not response.groups[item["group"]].zero_variance and r.advantage is not None]
+        if keep:
+            policy.update([styles[i] for i in keep], [response.results[i].advantage for i in keep], lr)
+        mean = response.summary.mean_reward
         history.append(mean)
+        dropped = sum(g.zero_variance for g in response.groups.values())
         p = policy.probs()
-        print(f"step {step:3d}  mean reward {mean:.3f}  p(boxed_right)={p['boxed_right']:.2f}  "
+        print(f"step {step:3d}  mean reward {mean:.3f}  groups without signal {dropped}/{len(response.groups)}  "
+              f"p(boxed_right)={p['boxed_right']:.2f}  "
               + " ".join(f"{k}={v:.2f}" for k, v in p.items() if k != "boxed_right"), flush=True)
+    stats = client.prompt_stats(f"q{i}" for i in range(len(PROBLEMS)))
+    print("pass rate per prompt (the service's running counts): "
+          + "  ".join(f"{pid}={s.solved:.2f}/{s.samples}" for pid, s in sorted(stats.items())))
     return history
 
 

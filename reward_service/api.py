@@ -10,13 +10,16 @@ import secrets
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import verifiers
 from reward_service.config import Settings, get_settings
 from reward_service.executors.base import BackendUnavailable, Executor
-from reward_service.models import ErrorResponse, ScoreRequest, ScoreResponse, TaskInfo, TasksResponse
+from reward_service.models import (ErrorResponse, Item, PromptStats, PromptStatsRequest, PromptStatsResponse,
+                                   ScoreRequest, ScoreResponse, ScoringOptions, TaskInfo, TasksResponse)
+from reward_service.prompt_stats import make_prompt_stats
+from reward_service.result_cache import make_cache
 from reward_service.scoring import Scorer
 
 log = logging.getLogger("reward_service")
@@ -103,17 +106,26 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         ex = executor or make_executor(settings)
         await ex.start()
         app.state.executor = ex
-        app.state.scorer = Scorer(ex, settings)
+        app.state.scorer = Scorer(ex, settings, make_cache(settings), make_prompt_stats(settings))
         try:
             yield
         finally:
+            await app.state.scorer.close()
             await ex.stop()
 
     app = FastAPI(
         title="Verifiable-reward service",
         version="0.1.0",
         description="Scalar rewards for RL on language models, checked by programs: math, multiple choice, "
-                    "sandboxed code, logic puzzles, instruction following.",
+                    "sandboxed code, logic puzzles, instruction following.\n\n"
+                    "**GRPO-aware scoring.** Items may carry a `group` (the samples of one prompt in this step), "
+                    "a `prompt_id` (stable across steps) and a `length`. A request may ask for `advantage` "
+                    "(`grpo`: (r - mean) / (std + 1e-6), population std; `dr_grpo`: r - mean; `rloo`: r - mean "
+                    "of the other samples; `none`; default `grpo` when any item has a group), `shaping` "
+                    "(`overlong`, `truncated`, `format`) and `cache` (default true). Results then carry "
+                    "`advantage`, `raw_reward` (before shaping) and `cached`; the response carries `groups` "
+                    "(count, mean, std, min, max, solved, zero_variance). Per-prompt pass rates: "
+                    "`GET /prompts/{prompt_id}`, `POST /prompts/stats`, `GET /prompts` (JSONL).",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -139,7 +151,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         if len(req.items) > settings.max_items:
             raise HTTPException(413, f"{len(req.items)} items; at most {settings.max_items} per request "
                                      "(REWARD_SERVICE_MAX_ITEMS)")
-        return await request.app.state.scorer.score(req.items, req.timeout_s)
+        return await request.app.state.scorer.score(req.items, req.timeout_s, req.options())
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -164,7 +176,37 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     @app.get("/tasks", response_model=TasksResponse)
     async def tasks() -> TasksResponse:
         """Every task type, what ground truth it takes and its options."""
-        return TasksResponse(tasks=[task_info(s, settings) for s in verifiers.load_all().values()])
+        return TasksResponse(tasks=[task_info(s, settings) for s in verifiers.load_all().values()],
+                             request_options=request_options_schema())
+
+    @app.get("/prompts", response_class=StreamingResponse,
+             responses={200: {"content": {"application/x-ndjson": {}},
+                              "description": "One `PromptStats` JSON object per line, least recently seen first."},
+                        401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    async def export_prompts(request: Request) -> StreamingResponse:
+        """Every prompt's statistics, as JSONL (what `reward-service prompts export` writes)."""
+        rows = await request.app.state.scorer.prompt_stats.export()
+        return StreamingResponse((r.model_dump_json() + "\n" for r in rows), media_type="application/x-ndjson")
+
+    @app.post("/prompts/stats", response_model=PromptStatsResponse,
+              responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    async def prompts_stats(req: PromptStatsRequest, request: Request) -> PromptStatsResponse:
+        """Pass rates of the prompts asked for: samples, mean raw reward, solved fraction, first and last seen."""
+        if len(req.prompt_ids) > settings.max_items:
+            raise HTTPException(413, f"{len(req.prompt_ids)} prompt ids; at most {settings.max_items} per request "
+                                     "(REWARD_SERVICE_MAX_ITEMS)")
+        found = await request.app.state.scorer.prompt_stats.get_many(req.prompt_ids)
+        return PromptStatsResponse(prompts=found, missing=[p for p in dict.fromkeys(req.prompt_ids) if p not in found])
+
+    @app.get("/prompts/{prompt_id:path}", response_model=PromptStats,
+             responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    async def prompt(prompt_id: str, request: Request) -> PromptStats:
+        """One prompt's pass rate across every request that carried its `prompt_id`."""
+        found = await request.app.state.scorer.prompt_stats.get_many([prompt_id])
+        if prompt_id not in found:
+            raise HTTPException(404, f"no statistics for prompt {prompt_id!r} (never scored with this prompt_id, "
+                                     "or expired: REWARD_SERVICE_PROMPT_STATS_TTL_S)")
+        return found[prompt_id]
 
     from reward_service.integrations.openrlhf import router as openrlhf_router
     app.include_router(openrlhf_router)
@@ -202,4 +244,13 @@ def task_info(spec: verifiers.TaskSpec, settings: Settings) -> TaskInfo:
     extra = {k: (v() if callable(v) else v) for k, v in spec.extra.items()}
     return TaskInfo(name=spec.name, description=spec.description, ground_truth=spec.ground_truth,
                     options=spec.options_model.model_json_schema(),
-                    timeout_s=settings.timeout_for(spec.name, spec.timeout_s), extra=extra)
+                    timeout_s=settings.timeout_for(spec.name, spec.timeout_s), version=spec.version, extra=extra)
+
+
+def request_options_schema() -> dict:
+    """The shared request options and the item fields they read, for `GET /tasks`."""
+    schema = ScoringOptions.model_json_schema()
+    item = Item.model_json_schema()
+    schema["item_fields"] = {k: item["properties"][k] for k in ("group", "prompt_id", "length")}
+    schema["$defs"] = {**schema.get("$defs", {}), **item.get("$defs", {})}
+    return schema

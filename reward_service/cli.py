@@ -1,4 +1,4 @@
-"""``reward-service``: serve, score a JSONL file, list tasks, run workers."""
+"""``reward-service``: serve, score a JSONL file, list tasks, run workers, export prompt statistics."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--api-key", help="bearer key for --url (default: REWARD_SERVICE_API_KEY)")
     sc.add_argument("--workers", type=int)
 
+    pr = sub.add_parser("prompts", help="per-prompt pass rates")
+    prs = pr.add_subparsers(dest="prompts_cmd", required=True)
+    ex = prs.add_parser("export", help="write every prompt's statistics as JSONL (from Redis when REDIS_URL is set, "
+                                       "else from REWARD_SERVICE_PROMPT_STATS_FILE, or from a running service with --url)")
+    ex.add_argument("output", help="JSONL file to write ('-' for stdout)")
+    ex.add_argument("--url", help="export from this running service (GET /prompts)")
+    ex.add_argument("--api-key", help="bearer key for --url (default: REWARD_SERVICE_API_KEY)")
+
     sub.add_parser("tasks", help="list task types")
     sub.add_parser("config", help="print the configuration table (Markdown)")
 
@@ -44,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "workers") and v is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return {"serve": _serve, "score": _score, "tasks": _tasks, "config": _config, "worker": _worker}[args.cmd](args, settings)
+    return {"serve": _serve, "score": _score, "tasks": _tasks, "config": _config, "worker": _worker,
+            "prompts": _prompts}[args.cmd](args, settings)
 
 
 def _serve(args, settings: Settings) -> int:
@@ -78,19 +87,23 @@ def _batches(items: list[Item]) -> Iterator[list[Item]]:
 async def _score_local(items: list[Item], settings: Settings, progress) -> list[Result]:
     import verifiers
     from reward_service.api import check_sandbox, make_executor
+    from reward_service.prompt_stats import make_prompt_stats
+    from reward_service.result_cache import make_cache
     from reward_service.scoring import Scorer
 
     verifiers.load_all()
     check_sandbox(settings)
     ex = make_executor(settings)
     await ex.start()
+    scorer = Scorer(ex, settings, make_cache(settings), make_prompt_stats(settings))
     try:
-        scorer, out = Scorer(ex, settings), []
+        out: list[Result] = []
         for chunk in _batches(items):
             out += (await scorer.score(chunk)).results
             progress(len(chunk))
         return out
     finally:
+        await scorer.close()
         await ex.stop()
 
 
@@ -143,11 +156,52 @@ def _score(args, settings: Settings) -> int:
     return 0
 
 
+def _prompts(args, settings: Settings) -> int:
+    lines = _prompt_lines(args, settings)
+    if args.output == "-":
+        sys.stdout.writelines(lines)
+    else:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        print(f"{len(lines)} prompts written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _prompt_lines(args, settings: Settings) -> list[str]:
+    if args.url:
+        import httpx
+
+        key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        r = httpx.get(args.url.rstrip("/") + "/prompts", headers=headers, timeout=300)
+        if r.status_code != 200:
+            raise SystemExit(f"GET {args.url}/prompts -> {r.status_code}: {r.text[:500]}")
+        return [line + "\n" for line in r.text.splitlines() if line.strip()]
+    if not settings.redis_url and not settings.prompt_stats_file:
+        raise SystemExit("nothing to export from: set REDIS_URL (distributed mode), REWARD_SERVICE_PROMPT_STATS_FILE "
+                         "(the embedded service's file), or give --url of a running service")
+    from reward_service.executors.base import BackendUnavailable
+    from reward_service.prompt_stats import make_prompt_stats
+
+    async def export() -> list[str]:
+        store = make_prompt_stats(settings)
+        try:
+            return [s.model_dump_json() + "\n" for s in await store.export()]
+        finally:
+            if settings.redis_url:
+                await store.close()  # the file store's close would rewrite the file it just read
+
+    try:
+        return asyncio.run(export())
+    except BackendUnavailable as e:
+        raise SystemExit(str(e)) from None
+
+
 def _tasks(args, settings: Settings) -> int:
     import verifiers
 
     for spec in verifiers.load_all().values():
-        print(f"{spec.name:10} {spec.description}")
+        print(f"{spec.name:10} {spec.description} (version {spec.version})")
         print(f"{'':10} ground truth: {' | '.join(spec.ground_truth)}")
     return 0
 

@@ -8,6 +8,10 @@ already runs inside an event loop (Jupyter, async trainers) alike.
     with RewardClient("http://localhost:8000") as rc:
         results = rc.score([{"task": "math", "completion": r"\\boxed{4}", "ground_truth": "4"}])
         results[0].reward  # 1.0
+
+GRPO-aware scoring: give items a ``group`` (and a ``prompt_id``), and use
+``score_response`` for the per-group statistics too. Chunks never split a
+group, so advantages are computed over whole groups whatever ``chunk_size`` is.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from reward_service.models import Item, Result, ScoreResponse, TaskInfo, TasksResponse
+from reward_service.models import (Advantage, GroupStats, Item, PromptStats, PromptStatsResponse, Result,
+                                   ScoreResponse, Shaping, Summary, TaskInfo, TasksResponse)
 
 __all__ = [
     "AsyncRewardClient",
@@ -85,11 +90,63 @@ def _to_item(item: ItemLike) -> Item:
         raise ValidationFailed(f"invalid item: {e.error_count()} problem(s)", detail=e.errors(include_url=False)) from e
 
 
-def _payload(items: Sequence[Item], timeout_s: float | None) -> dict[str, Any]:
+def _payload(items: Sequence[Item], timeout_s: float | None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"items": [it.model_dump(mode="json", exclude_none=True) for it in items]}
     if timeout_s is not None:
         body["timeout_s"] = timeout_s
+    body.update(options or {})
     return body
+
+
+def _options(advantage: Advantage | None, shaping: Shaping | Mapping[str, Any] | None,
+             cache: bool | None) -> dict[str, Any]:
+    """The request options that were given, as JSON (the server's defaults apply to the rest)."""
+    out: dict[str, Any] = {}
+    if advantage is not None:
+        out["advantage"] = advantage
+    if shaping is not None:
+        try:
+            model = shaping if isinstance(shaping, Shaping) else Shaping.model_validate(shaping)
+        except ValidationError as e:
+            raise ValidationFailed(f"invalid shaping: {e.error_count()} problem(s)",
+                                   detail=e.errors(include_url=False)) from e
+        out["shaping"] = model.model_dump(mode="json", exclude_none=True)
+    if cache is not None:
+        out["cache"] = cache
+    return out
+
+
+def _chunks(batch: list[Item], size: int) -> list[list[int]]:
+    """Indices per request: runs of ``size``, but never splitting a group (its advantages need all of it)."""
+    if all(it.group is None for it in batch):
+        return [list(range(i, min(i + size, len(batch)))) for i in range(0, len(batch), size)]
+    units: dict[Any, list[int]] = {}
+    for i, it in enumerate(batch):
+        units.setdefault(("g", it.group) if it.group is not None else ("i", i), []).append(i)
+    chunks: list[list[int]] = [[]]
+    for idx in units.values():
+        if chunks[-1] and len(chunks[-1]) + len(idx) > size:
+            chunks.append([])
+        chunks[-1] += idx  # a group larger than size goes alone, whole
+    return chunks
+
+
+def _merge(parts: list[ScoreResponse], order: list[list[int]], n: int) -> ScoreResponse:
+    if len(parts) == 1 and order[0] == list(range(n)):
+        return parts[0]
+    results: list[Result | None] = [None] * n
+    groups: dict[str, GroupStats] = {}
+    by_status: dict[str, int] = {}
+    for part, idx in zip(parts, order):
+        for i, r in zip(idx, part.results):
+            results[i] = r
+        groups.update(part.groups)
+        for k, v in part.summary.by_status.items():
+            by_status[k] = by_status.get(k, 0) + v
+    done = [r for r in results if r is not None]
+    return ScoreResponse(results=done, groups=groups, summary=Summary(
+        count=len(done), mean_reward=sum(r.reward for r in done) / len(done) if done else 0.0, by_status=by_status,
+        elapsed_ms=max(p.summary.elapsed_ms for p in parts), unique_items=sum(p.summary.unique_items for p in parts)))
 
 
 def _error_for(response: httpx.Response) -> RewardServiceError:
@@ -114,7 +171,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _parse_results(response: httpx.Response, expected: int) -> list[Result]:
+def _parse_response(response: httpx.Response, expected: int) -> ScoreResponse:
     try:
         parsed = ScoreResponse.model_validate(response.json())
     except ValueError as e:  # not JSON, or not a ScoreResponse (a proxy's error page, a wrong URL)
@@ -124,7 +181,7 @@ def _parse_results(response: httpx.Response, expected: int) -> list[Result]:
         raise RewardServiceError(
             f"service returned {len(parsed.results)} results for {expected} items", status_code=response.status_code
         )
-    return parsed.results
+    return parsed
 
 
 class AsyncRewardClient:
@@ -168,19 +225,46 @@ class AsyncRewardClient:
 
     # -- public API -----------------------------------------------------------------
 
-    async def score(self, items: Iterable[ItemLike], *, timeout_s: float | None = None) -> list[Result]:
-        """Score items; results come back in the order given, whatever the chunking."""
+    async def score(
+        self,
+        items: Iterable[ItemLike],
+        *,
+        timeout_s: float | None = None,
+        advantage: Advantage | None = None,
+        shaping: Shaping | Mapping[str, Any] | None = None,
+        cache: bool | None = None,
+    ) -> list[Result]:
+        """Score items; results come back in the order given, whatever the chunking.
+
+        ``advantage``, ``shaping`` and ``cache`` are the request options of ``POST /score``
+        (unset: the server's defaults).
+        """
+        return (await self.score_response(items, timeout_s=timeout_s, advantage=advantage, shaping=shaping,
+                                          cache=cache)).results
+
+    async def score_response(
+        self,
+        items: Iterable[ItemLike],
+        *,
+        timeout_s: float | None = None,
+        advantage: Advantage | None = None,
+        shaping: Shaping | Mapping[str, Any] | None = None,
+        cache: bool | None = None,
+    ) -> ScoreResponse:
+        """Like :meth:`score`, but the whole response: results, summary and per-group statistics."""
         batch = [_to_item(it) for it in items]
+        options = _options(advantage, shaping, cache)
         if not batch:
-            return []
-        chunks = [batch[i : i + self.chunk_size] for i in range(0, len(batch), self.chunk_size)]
+            return ScoreResponse(results=[], summary=Summary(count=0, mean_reward=0.0, by_status={}, elapsed_ms=0.0,
+                                                             unique_items=0))
+        order = _chunks(batch, self.chunk_size)
         gate = asyncio.Semaphore(self.max_concurrency)
 
-        async def one(chunk: list[Item]) -> list[Result]:
+        async def one(idx: list[int]) -> ScoreResponse:
             async with gate:
-                return await self._score_chunk(chunk, timeout_s)
+                return await self._score_chunk([batch[i] for i in idx], timeout_s, options)
 
-        tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+        tasks = [asyncio.ensure_future(one(c)) for c in order]
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:
@@ -189,7 +273,7 @@ class AsyncRewardClient:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return [r for part in parts for r in part]
+        return _merge(list(parts), order, len(batch))
 
     async def score_one(
         self,
@@ -200,14 +284,24 @@ class AsyncRewardClient:
         prompt: str | None = None,
         options: dict[str, Any] | None = None,
         timeout_s: float | None = None,
+        cache: bool | None = None,
     ) -> Result:
         # A dict, not an Item: a bad field should raise ValidationFailed like score() does.
         item = dict(task=task, completion=completion, ground_truth=ground_truth, prompt=prompt, options=options)
-        return (await self.score([item], timeout_s=timeout_s))[0]
+        return (await self.score([item], timeout_s=timeout_s, cache=cache))[0]
 
     async def tasks(self) -> list[TaskInfo]:
         response = await self._request("GET", "/tasks")
         return TasksResponse.model_validate(response.json()).tasks
+
+    async def prompt_stats(self, prompt_ids: Iterable[str]) -> dict[str, PromptStats]:
+        """Pass rates of these prompts (``POST /prompts/stats``); unknown ids are left out."""
+        ids = list(prompt_ids)
+        found: dict[str, PromptStats] = {}
+        for i in range(0, len(ids), self.chunk_size):
+            response = await self._request("POST", "/prompts/stats", json={"prompt_ids": ids[i : i + self.chunk_size]})
+            found.update(PromptStatsResponse.model_validate(response.json()).prompts)
+        return found
 
     async def healthz(self) -> dict[str, Any]:
         response = await self._request("GET", "/healthz")
@@ -226,12 +320,14 @@ class AsyncRewardClient:
 
     # -- internals ------------------------------------------------------------------
 
-    async def _score_chunk(self, chunk: list[Item], timeout_s: float | None) -> list[Result]:
+    async def _score_chunk(self, chunk: list[Item], timeout_s: float | None,
+                           options: Mapping[str, Any] | None = None) -> ScoreResponse:
         # The batch deadline is the server's; give the HTTP read that long plus slack
         # so the client doesn't give up on an answer the server is about to send.
         read_timeout = self.timeout if timeout_s is None else max(self.timeout, timeout_s + 30.0)
-        response = await self._request("POST", "/score", json=_payload(chunk, timeout_s), read_timeout=read_timeout)
-        return _parse_results(response, len(chunk))
+        response = await self._request("POST", "/score", json=_payload(chunk, timeout_s, options),
+                                       read_timeout=read_timeout)
+        return _parse_response(response, len(chunk))
 
     def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -338,9 +434,35 @@ class RewardClient:
     def url(self) -> str:
         return self._async.url
 
-    def score(self, items: Iterable[ItemLike], *, timeout_s: float | None = None) -> list[Result]:
+    def score(
+        self,
+        items: Iterable[ItemLike],
+        *,
+        timeout_s: float | None = None,
+        advantage: Advantage | None = None,
+        shaping: Shaping | Mapping[str, Any] | None = None,
+        cache: bool | None = None,
+    ) -> list[Result]:
         """Score items; results come back in the order given, whatever the chunking."""
-        return self._run(self._async.score(list(items), timeout_s=timeout_s))
+        return self._run(self._async.score(list(items), timeout_s=timeout_s, advantage=advantage, shaping=shaping,
+                                           cache=cache))
+
+    def score_response(
+        self,
+        items: Iterable[ItemLike],
+        *,
+        timeout_s: float | None = None,
+        advantage: Advantage | None = None,
+        shaping: Shaping | Mapping[str, Any] | None = None,
+        cache: bool | None = None,
+    ) -> ScoreResponse:
+        """The whole response: results in order, summary, and statistics per ``group``."""
+        return self._run(self._async.score_response(list(items), timeout_s=timeout_s, advantage=advantage,
+                                                    shaping=shaping, cache=cache))
+
+    def prompt_stats(self, prompt_ids: Iterable[str]) -> dict[str, PromptStats]:
+        """Pass rates of these prompts (``POST /prompts/stats``); unknown ids are left out."""
+        return self._run(self._async.prompt_stats(list(prompt_ids)))
 
     def score_one(
         self,
@@ -351,9 +473,11 @@ class RewardClient:
         prompt: str | None = None,
         options: dict[str, Any] | None = None,
         timeout_s: float | None = None,
+        cache: bool | None = None,
     ) -> Result:
         return self._run(
-            self._async.score_one(task, completion, ground_truth, prompt=prompt, options=options, timeout_s=timeout_s)
+            self._async.score_one(task, completion, ground_truth, prompt=prompt, options=options, timeout_s=timeout_s,
+                                  cache=cache)
         )
 
     def tasks(self) -> list[TaskInfo]:

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     job_max_items: int = Field(1_000_000, ge=1, description="Most items one `POST /jobs` may carry (413 beyond).")
     log_level: str = Field("info", description="Log level.")
 
+    # issue 12: result cache and per-prompt statistics
+    cache_enabled: bool = Field(True, description="Answer items identical to earlier ones (task, completion, ground truth, options, prompt, verifier version) from the result cache: in-process in embedded mode, in Redis in distributed mode. Requests can opt out with `\"cache\": false`.")
+    cache_max_items: int = Field(100_000, ge=1, description="Most results the cache keeps; the least recently used (embedded) or oldest (Redis) go first.")
+    cache_ttl_s: float = Field(86_400.0, gt=0, description="How long a cached result is served after it was scored.")
+    prompt_stats_max_prompts: int = Field(500_000, ge=1, description="Most prompts whose pass rates are kept; the least recently seen go first.")
+    prompt_stats_ttl_s: float = Field(14 * 86_400.0, gt=0, description="A prompt's statistics are dropped this long after its last sample.")
+    prompt_stats_file: str | None = Field(None, description="Embedded mode: JSONL file the per-prompt statistics are loaded from at start and saved to (at most every `REWARD_SERVICE_PROMPT_STATS_FLUSH_S` and at shutdown); unset keeps them in memory only.")
+    prompt_stats_flush_s: float = Field(30.0, gt=0, description="Embedded mode: least time between two writes of `REWARD_SERVICE_PROMPT_STATS_FILE`.")
+
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from reward_service import metrics
 from reward_service.config import Settings
 from reward_service.executors.base import BackendUnavailable
-from reward_service.models import ErrorResponse, Item, ScoreRequest, ScoreResponse, Summary
+from reward_service.models import ErrorResponse, Item, ScoreRequest, ScoreResponse, ScoringOptions
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ async def submit_job(req: ScoreRequest, request: Request) -> JobAccepted:
     store = _store(request)
     job_id = uuid.uuid4().hex
     await store.create(job_id, len(req.items))
-    task = asyncio.create_task(_run(request.app.state.scorer, store, job_id, req.items, req.timeout_s))
+    task = asyncio.create_task(_run(request.app.state.scorer, store, job_id, req.items, req.timeout_s, req.options()))
     request.app.state.job_tasks.add(task)
     task.add_done_callback(request.app.state.job_tasks.discard)
     return JobAccepted(job_id=job_id, status_url=str(request.url_for("get_job", job_id=job_id)))
@@ -178,12 +178,15 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 
 # the background run ---------------------------------------------------------
-async def _run(scorer, store, job_id: str, items: list[Item], timeout_s: float | None) -> None:
+async def _run(scorer, store, job_id: str, items: list[Item], timeout_s: float | None,
+               options: ScoringOptions) -> None:
+    from reward_service.scoring import Scored
+
     t0 = time.perf_counter()
     deadline = time.monotonic() + timeout_s if timeout_s else None
     size = max(MIN_SUB_BATCH, math.ceil(len(items) / SUB_BATCHES))
     parts = [items[i:i + size] for i in range(0, len(items), size)]
-    answers: list[ScoreResponse | None] = [None] * len(parts)
+    answers: list[Scored | None] = [None] * len(parts)
     gate = asyncio.Semaphore(PARALLEL_SUB_BATCHES)
     done = 0
 
@@ -193,13 +196,18 @@ async def _run(scorer, store, job_id: str, items: list[Item], timeout_s: float |
             if done == 0:
                 await _quietly(store.update(job_id, status="running"))
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
-            answers[k] = await scorer.score(parts[k], left)
+            answers[k] = await scorer.score_items(parts[k], left, options)
             done += len(parts[k])
             await _quietly(store.update(job_id, done=done))
 
     try:
         await asyncio.gather(*(part(k) for k in range(len(parts))))
-        result = _merge([a for a in answers if a is not None], time.perf_counter() - t0)
+        scored = Scored()
+        for a in answers:
+            if a is not None:
+                scored.extend(a)
+        # groups and advantages over the whole job: a group may straddle sub-batches
+        result = await scorer.finish(items, scored, options, time.perf_counter() - t0)
         await store.update(job_id, status="done", done=len(items), result=result.model_dump_json())
         metrics.ASYNC_JOBS.labels("done").inc()
     except asyncio.CancelledError:  # shutting down
@@ -216,13 +224,3 @@ async def _quietly(aw) -> None:
         await aw
     except BackendUnavailable as e:  # progress is best effort; the final write is what matters
         log.warning("job store: %s", e)
-
-
-def _merge(parts: list[ScoreResponse], elapsed_s: float) -> ScoreResponse:
-    results = [r for p in parts for r in p.results]
-    by_status: dict[str, int] = {}
-    for r in results:
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-    return ScoreResponse(results=results, summary=Summary(
-        count=len(results), mean_reward=sum(r.reward for r in results) / len(results) if results else 0.0,
-        by_status=by_status, elapsed_ms=elapsed_s * 1000, unique_items=sum(p.summary.unique_items for p in parts)))

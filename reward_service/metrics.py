@@ -29,3 +29,12 @@ CHUNK_RETRIES = Counter("reward_chunk_retries_total", "Chunks re-queued because 
 CHUNKS_LOST = Counter("reward_chunks_lost_total", "Chunks given up on after their retries; their items get error.",
                       ["queue"])
 ASYNC_JOBS = Counter("reward_async_jobs_total", "/jobs batches finished, by status.", ["status"])
+
+# issue 12: result cache and per-prompt statistics
+CACHE_HITS = Counter("reward_cache_hits_total", "Unique items of a request answered from the result cache, by task.",
+                     ["task"])
+CACHE_MISSES = Counter("reward_cache_misses_total", "Unique items looked up in the result cache and not found, by task.",
+                       ["task"])
+CACHE_ERRORS = Counter("reward_cache_errors_total", "Result-cache reads or writes that failed (Redis unreachable).")
+PROMPT_STATS_ERRORS = Counter("reward_prompt_stats_errors_total",
+                              "Requests whose per-prompt statistics could not be recorded (Redis unreachable).")

@@ -40,7 +40,7 @@ def test_one_result_per_item_in_order(client):
 
 def test_result_has_contract_fields(client):
     r = client.post("/score", json={"items": [item(id="a")]}).json()["results"][0]
-    assert set(r) == {"id", "task", "reward", "status", "detail", "elapsed_ms"}
+    assert set(r) == {"id", "task", "reward", "status", "detail", "elapsed_ms", "raw_reward", "advantage", "cached"}
     assert (r["id"], r["task"], r["status"]) == ("a", "math", "ok")
 
 

@@ -76,6 +76,38 @@ def test_tasks_lists_math_and_mcq_as_task_infos(client):
     assert isinstance(tasks["math"], TaskInfo)
 
 
+def test_chunks_never_split_a_group_so_advantages_cover_the_whole_group(client):
+    # chunk_size 3, groups of 5 interleaved: sent as whole groups, results still in order
+    items = [dict(it, group=f"g{i % 4}") for i, it in enumerate(math_items(20))]
+    response = client.score_response(items, advantage="dr_grpo")
+    assert [r.id for r in response.results] == [f"q{i}" for i in range(20)]
+    assert {name: g.count for name, g in response.groups.items()} == {f"g{k}": 5 for k in range(4)}
+    for name, g in response.groups.items():
+        mine = [r for r, it in zip(response.results, items) if it["group"] == name]
+        assert g.mean == pytest.approx(sum(r.reward for r in mine) / 5)
+        assert [r.advantage for r in mine] == pytest.approx([r.reward - g.mean for r in mine])
+    assert response.summary.count == 20
+
+
+def test_score_passes_shaping_and_cache_options(client):
+    item = {"task": "math", "completion": "\\boxed{12}", "ground_truth": "12", "length": {"tokens": 100}}
+    first = client.score([item], shaping={"overlong": {"max_tokens": 100, "buffer": 50, "penalty": 1.0}})[0]
+    assert (first.raw_reward, first.reward) == (1.0, 0.0)
+    assert client.score([item])[0].cached is True
+    assert client.score([item], cache=False)[0].cached is False
+
+
+def test_bad_shaping_fails_before_sending():
+    with RewardClient(f"http://127.0.0.1:{free_port()}", retries=0) as c, pytest.raises(ValidationFailed):
+        c.score(math_items(1), shaping={"overlong": {"buffer": -1}})
+
+
+def test_prompt_stats_returns_typed_pass_rates(client):
+    client.score([dict(it, prompt_id="client-p") for it in math_items(4)])
+    stats = client.prompt_stats(["client-p", "unknown"])
+    assert set(stats) == {"client-p"} and (stats["client-p"].samples, stats["client-p"].solved) == (4, 0.5)
+
+
 def test_healthz_answers(client):
     assert isinstance(client.healthz(), dict)
 

@@ -73,6 +73,9 @@ class TaskSpec:
     # Heavy modules the verifier imports lazily; long-lived workers import them once
     # before forking scoring processes, so a replaced process doesn't pay for them again.
     preload: tuple[str, ...] = ()
+    # Part of the result cache's key: bump it whenever the verifier's behaviour changes, so a
+    # deployed cache never answers with a reward the new code would not give.
+    version: str = "1"
 
     @property
     def queue(self) -> str:

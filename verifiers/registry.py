@@ -27,14 +27,20 @@ def register(
     timeout_s: float = 10.0,
     family: str = "",
     preload: tuple[str, ...] = (),
+    version: str = "1",
     **extra: Any,
 ):
-    """Decorator registering ``fn(completion, ground_truth, options, prompt) -> Verdict``."""
+    """Decorator registering ``fn(completion, ground_truth, options, prompt) -> Verdict``.
+
+    ``version`` keys the service's result cache: bump it whenever the verifier's behaviour
+    changes (a fix, a new equivalence, a different partial score), or cached rewards of the
+    old behaviour keep being served until they expire.
+    """
 
     def decorate(fn: VerifyFn) -> VerifyFn:
         if name in _TASKS:
             raise ValueError(f"task {name!r} registered twice")
-        _TASKS[name] = TaskSpec(name, description, ground_truth, options, fn, timeout_s, family, extra, preload)
+        _TASKS[name] = TaskSpec(name, description, ground_truth, options, fn, timeout_s, family, extra, preload, str(version))
         return fn
 
     return decorate
