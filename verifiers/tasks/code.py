@@ -191,6 +191,9 @@ def _clip(v: Any, n: int = CLIP) -> Any:
     options=CodeOptions,
     timeout_s=TASK_TIMEOUT_S,
     family="code",
+    # 2: verdicts computed outside the candidate (judge process, references), every language of
+    # the sandbox's table, checkers. Cached rewards of version 1 are never served for it.
+    version="2",
     languages=lambda: _languages_info(),
 )
 def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt: str | None = None) -> Verdict:
