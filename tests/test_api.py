@@ -121,9 +121,16 @@ def test_pathological_item_times_out_without_stalling_batch(client):
 
 def test_stuck_worker_is_replaced(client):
     client.post("/score", json={"items": [item(SLOW_MATH, "6")]})
-    assert client.get("/readyz").json() == {"ready": True, "detail": "2/2 scoring workers alive"}
+    ready = client.get("/readyz").json()
+    assert (ready["ready"], ready["detail"]) == (True, "2/2 scoring workers alive")
     assert 'reward_worker_restarts_total{reason="timeout"}' in client.get("/metrics").text
     assert client.post("/score", json={"items": [item()]}).json()["results"][0]["reward"] == 1.0
+
+
+def test_readyz_says_how_code_is_confined_and_which_languages_run_here(client):
+    sandbox = client.get("/readyz").json()["sandbox"]
+    assert sandbox["backend"] and set(sandbox["languages"]) >= {"python", "c", "cpp", "java", "javascript", "go", "rust"}
+    assert all(v == "ok" or v.startswith("missing ") for v in sandbox["languages"].values())
 
 
 def test_batch_deadline_turns_unfinished_items_into_timeouts(client):
