@@ -1,6 +1,7 @@
 """Answer extraction shared by every verifier."""
 from verifiers.extract import (
-    all_boxed, answer_phrase, answer_tag, final_line, last_boxed, last_code_block, strip_thinking,
+    all_boxed, answer_phrase, answer_tag, boxed_spans, final_line, find_answer_phrase, last_boxed, last_code_block,
+    strip_thinking,
 )
 
 
@@ -72,3 +73,42 @@ def test_unterminated_last_code_block_counts():
 
 def test_no_code_block_gives_none():
     assert last_code_block("no code here") is None
+
+
+def test_answer_phrase_nested_reads_the_innermost():
+    assert answer_phrase("Final Answer: The final answer is 7.78.") == "7.78"
+
+
+def test_answer_phrase_keeps_a_decimal_point():
+    assert answer_phrase("So the answer is 3.5. Next we check it.") == "3.5"
+
+
+def test_answer_phrase_stops_at_a_justification():
+    assert answer_phrase("The answer is 5, since 2+3=5.") == "5"
+    assert answer_phrase("The answer is 12 because we counted.") == "12"
+
+
+def test_answer_phrase_stops_at_the_closing_dollar():
+    assert answer_phrase(r"Therefore the answer is $\frac{3}{4}$ cups.") == r"\frac{3}{4}"
+    assert answer_phrase(r"$\text{so the answer is } 5$ and more") == "5"
+
+
+def test_answer_phrase_keeps_listed_math_answers_together():
+    assert answer_phrase("The answer is $3$ or $5$.") == "3, 5"
+
+
+def test_answer_phrase_keeps_math_inside_words():
+    assert answer_phrase("Final Answer: The largest $n$ is 34.") == "The largest $n$ is 34"
+
+
+def test_find_answer_phrase_reports_where_it_is():
+    text = "First. The answer is 12. I hope it is correct."
+    found = find_answer_phrase(text)
+    assert found.text == "12" and text[found.start:found.end].startswith("12")
+
+
+def test_boxed_spans_cover_the_command():
+    text = r"x \boxed{a{b}} y \fbox 7"
+    spans = boxed_spans(text)
+    assert [s.text for s in spans] == ["a{b}", "7"]
+    assert text[spans[0].start:spans[0].end] == r"\boxed{a{b}}"

@@ -154,7 +154,28 @@ def test_sentence_splitter_keeps_abbreviations_decimals_and_initials_together():
 
 
 def test_sentence_splitter_counts_repeated_end_marks_as_one_end():
-    assert count_sentences("Really?! Yes!! Wait... what.") == 4
+    # An ellipsis followed by a lower-case word does not end a sentence for Punkt.
+    assert count_sentences("Really?! Yes!! Wait... what.") == 3
+
+
+def test_sentence_splitter_splits_after_a_one_letter_word():
+    # IFEval response 1174 (GPT-4): "located in *o*." with the asterisks removed
+    # (loose mode) ends a sentence, as in the reference.
+    assert split_sentences("I see you're currently located in o. Let's check the weather for you.") == [
+        "I see you're currently located in o.",
+        "Let's check the weather for you.",
+    ]
+
+
+def test_sentence_splitter_reads_numbered_list_markers_as_punkt_does():
+    # Punkt's English model: a marker at the start of the text or after a finished
+    # sentence stands alone; one right after a colon joins the text before it.
+    assert split_sentences("1. Buy milk.\n2. Buy eggs.") == ["1.", "Buy milk.", "2.", "Buy eggs."]
+    assert count_sentences("Here are tips:\n1. Sleep well.\n2. Eat well.") == 4
+
+
+def test_sentence_splitter_keeps_known_abbreviations():
+    assert count_sentences("We met Mr. Smith at 5 p.m. yesterday. He was late.") == 2
 
 
 def test_text_without_language_features_counts_as_the_requested_language():

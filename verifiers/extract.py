@@ -35,12 +35,21 @@ def strip_thinking(text: str, mode: ThinkMode = "auto") -> str | None:
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
 
 
-def all_boxed(text: str) -> list[str]:
-    """Contents of every ``\\boxed{...}`` / ``\\fbox{...}`` (braces balanced), in order.
+@dataclass(frozen=True)
+class Span:
+    """Found text and where it sits in the searched string (``text[start:end]`` holds it)."""
+    text: str
+    start: int
+    end: int
+
+
+def boxed_spans(text: str) -> list[Span]:
+    """Every ``\\boxed{...}`` / ``\\fbox{...}`` (braces balanced), in order; ``start``/``end``
+    cover the whole command, ``text`` is the content.
 
     ``\\boxed 5`` (no braces) yields the following token, as LaTeX reads it.
     """
-    out: list[str] = []
+    out: list[Span] = []
     pos = 0
     while True:
         m = _BOX_RE.search(text, pos)
@@ -49,7 +58,7 @@ def all_boxed(text: str) -> list[str]:
         if m.group(1) is None:
             tok = re.match(r"[^\s$\\{}]+", text[m.end():])
             if tok:
-                out.append(tok.group(0))
+                out.append(Span(tok.group(0), m.start(), m.end() + tok.end()))
             pos = m.end()
             continue
         depth, i = 1, m.end()
@@ -64,8 +73,13 @@ def all_boxed(text: str) -> list[str]:
                 depth -= 1
             i += 1
         if depth == 0:
-            out.append(text[m.end(): i - 1])
+            out.append(Span(text[m.end(): i - 1], m.start(), i))
         pos = i if depth == 0 else m.end()
+
+
+def all_boxed(text: str) -> list[str]:
+    """Contents of every ``\\boxed{...}`` / ``\\fbox{...}``, in order."""
+    return [s.text for s in boxed_spans(text)]
 
 
 def last_boxed(text: str) -> str | None:
@@ -82,19 +96,127 @@ def answer_tag(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-_PHRASE_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*:?\s*(.+)", re.IGNORECASE
-)
+# "Final answer: the final answer is X" nests one phrase in another; the last
+# marker in the text is the innermost, so it is the one read.
+_PHRASE_RE = re.compile(r"\b(?:final\s+answer|answer)\s*(?:is\b|:|=)\s*:?", re.IGNORECASE)
+MAX_PHRASE_CHARS = 1000  # an answer stated in words is short; scanning stops here
+# Words that start a justification after the answer ("5, since 2+3=5").
+_JUSTIFICATION = re.compile(
+    r"[ \t]*,?[ \t]+(?:since|because|as|which|where|given|due|so|thus|hence|therefore|from|by|when|if|after|"
+    r"for|with|using|i\.e\.|e\.g\.)\b", re.IGNORECASE)
+_MATH_OPEN = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
+
+
+def _closing(text: str, start: int, close: str, limit: int) -> int:
+    """Index of ``close`` after ``start`` outside braces and escapes, or -1 (within ``limit``)."""
+    depth, i = 0, start
+    while i < limit:
+        c = text[i]
+        if c == "\\" and not text.startswith(close, i):
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif depth <= 0 and text.startswith(close, i):
+            return i
+        elif c == "\n" and close == "$":
+            return -1  # inline math never spans lines
+        i += 1
+    return -1
+
+
+def _sentence_end(text: str, start: int, limit: int) -> int:
+    """Where a plain-text answer starting at ``start`` ends: a newline, a ``.``/``!``/``?``/``;``
+    followed by a space or the end (``7.78`` and ``3.5`` keep their decimal point), a
+    justification (", since ..."), or a ``$`` that closes the math the phrase sat in."""
+    depth, i = 0, start
+    while i < limit:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "{([":
+            depth += 1
+        elif c in "})]":
+            depth = max(depth - 1, 0)
+        elif c == "\n":
+            return i
+        elif depth == 0:
+            if c in ".!?;" and (i + 1 >= len(text) or text[i + 1].isspace()):
+                return i
+            if c in " \t," and i > start and _JUSTIFICATION.match(text, i):
+                return i
+            if c == "$" and i > start:
+                if i + 1 >= len(text) or text[i + 1] in " \t\n.,;:!?)":
+                    return i  # closes the math the phrase was written in: "$\text{answer is } 5$"
+                j = _closing(text, i + 1, "$", limit)  # math inside the answer: "the largest $n$ is 34"
+                if j < 0:
+                    return i
+                i = j
+        i += 1
+    return limit
+
+
+def _math_at(text: str, i: int, limit: int) -> tuple[str, int] | None:
+    """Content and end of the math span opening at ``i`` (``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``)."""
+    for open_, close in _MATH_OPEN:
+        if text.startswith(open_, i):
+            j = _closing(text, i + len(open_), close, limit)
+            return (text[i + len(open_): j].strip(), j + len(close)) if j >= 0 else None
+    return None
+
+
+_MATH_JOINER = re.compile(r"[ \t]*(?:,[ \t]*)?(?:and|or|,)[ \t]*(?=\$|\\\(|\\\[)", re.IGNORECASE)
+
+
+def _math_list(text: str, i: int, limit: int) -> Span | None:
+    """``$3$`` -> "3"; ``$3$ or $5$`` / ``$3$, $5$ and $7$`` -> "3, 5, 7": several answers
+    stay several (so they can't match a single gold answer one at a time)."""
+    first = _math_at(text, i, limit)
+    if first is None or not first[0]:
+        return None
+    parts, end = [first[0]], first[1]
+    while len(parts) < 16:
+        j = _MATH_JOINER.match(text, end)
+        nxt = _math_at(text, j.end(), limit) if j else None
+        if nxt is None or not nxt[0]:
+            break
+        parts.append(nxt[0])
+        end = nxt[1]
+    return Span(", ".join(parts), i, end)
+
+
+def find_answer_phrase(text: str) -> Span | None:
+    """The answer stated in words: the last "the answer is X" / "Answer: X" / "Final answer: X".
+
+    ``X`` is the math right after the phrase when it opens one (``$\\frac34$ cups`` -> the
+    fraction; ``$3$ or $5$`` -> "3, 5"), else the text up to the end of the sentence or a trailing justification.
+    Linear in ``len(text)``: one regex scan for markers, then one bounded scan after the last.
+    """
+    last = None
+    for last in _PHRASE_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    i, n = last.end(), len(text)
+    while i < n and (text[i] in " \t\"'*}" or text.startswith('\\"', i)):
+        i += 2 if text[i] == "\\" else 1  # bold, quotes, the end of "\text{the answer is}"
+    limit = min(n, i + MAX_PHRASE_CHARS)
+    math = _math_list(text, i, limit)
+    if math is not None:
+        return math
+    end = _sentence_end(text, i, limit)
+    ans = text[i:end].strip().rstrip(".").strip().strip("*\"'").strip()
+    ans = re.sub(r"^\$+|\$+$", "", ans).strip()  # "$x$" -> "x"
+    return Span(ans, i, end) if ans else None
 
 
 def answer_phrase(text: str) -> str | None:
-    """The answer stated in words: the last "the answer is X" / "Answer: X" / "Final answer: X"."""
-    found = _PHRASE_RE.findall(text)
-    if not found:
-        return None
-    ans = found[-1].strip().rstrip(".").strip()
-    ans = re.sub(r"^\$+|\$+$", "", ans).strip()  # "$x$" -> "x"
-    return ans or None
+    """Text of :func:`find_answer_phrase`, or ``None``."""
+    found = find_answer_phrase(text)
+    return found.text if found else None
 
 
 def final_line(text: str) -> str | None:

@@ -1,12 +1,21 @@
 """``math``: final-answer equivalence through math-verify, with a string check beside it.
 
-Extraction order (first that finds something wins), all on the text after
-the last ``</think>``:
+Extraction, all on the text after the last ``</think>``:
 
-1. the last ``\\boxed{}`` / ``\\fbox{}``;
-2. unless ``require_box``: the last "final answer is X" / "the answer is X" / "Answer: X";
-3. unless ``require_box``: math-verify's own search of the response (last
-   LaTeX/plain expression, as its parser finds it).
+1. the last ``\\boxed{}`` / ``\\fbox{}`` -- unless a stated answer ("The final answer
+   is X") comes after it and reads as an answer (the Minerva/MATH format puts both);
+2. unless ``require_box``: the last "final answer is X" / "the answer is X" / "Answer: X",
+   X ending at the sentence end, a closing ``$`` or a justification (``verifiers.extract``);
+   a phrase in words ("the largest $n$ is 34") is read by math-verify's search of it;
+3. unless ``require_box``: math-verify's own search of the response (last LaTeX/plain
+   expression), refusing a number that is only a term of an expression (``x^2 + 13``)
+   or a fragment of LaTeX it couldn't parse.
+
+An expression (answer or gold) counts only if it is read whole: when LaTeX is
+present but latex2sympy can't read it, math-verify's plain search would return
+some number inside it (``$1 - \\frac{1}{\\mathrm{e}}$`` -> ``1``); known unreadable
+spellings are rewritten first, and a gold still unreadable is compared as a string
+only (``detail.gold_problem`` says so).
 
 The reward is binary: 1.0 when the extracted answer matches any acceptable
 gold answer, either symbolically (math-verify) or as normalised strings.
@@ -15,14 +24,15 @@ from __future__ import annotations
 
 import re
 import threading
-from functools import lru_cache
+import time
+from collections import OrderedDict
 from typing import Any, Literal
 
 import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
-from verifiers.extract import all_boxed, answer_phrase, last_boxed, strip_thinking
+from verifiers.extract import all_boxed, boxed_spans, find_answer_phrase, strip_thinking
 from verifiers.registry import register
 
 MAX_ANSWER_CHARS = 1000  # a longer "answer" is not an answer; parsing it only costs time
@@ -65,18 +75,103 @@ def _timeouts(opts: MathOptions) -> tuple[int | None, int | None]:
 
 
 _LATEX_DELIMS = ("$", "\\[", "\\(", "\\boxed", "\\fbox")
-_CONFIG = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+_CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+_LATEX_ONLY = (LatexExtractionConfig(boxed_match_priority=0),)
 
 
-# GRPO samples many completions per prompt: they share the gold answer and
-# often reach the same final answer, so parses are cached per worker.
-@lru_cache(maxsize=8192)
-def _parse_latex(text: str, timeout: int | None) -> list:
-    return parse(text, extraction_config=_CONFIG, parsing_timeout=timeout)
+class _ParseCache:
+    """Parses per worker, keyed by text and configuration.
+
+    GRPO samples many completions per prompt: they share the gold answer and
+    often reach the same final answer. A failed parse is kept only when it
+    failed fast: a parse that ran into its timeout (CPU contention can do that
+    to a parse that normally takes milliseconds) is not a verdict on the text,
+    and caching it would score every later identical answer 0.
+    """
+
+    def __init__(self, maxsize: int = 8192, clock=time.monotonic) -> None:
+        self._items: OrderedDict[tuple, list] = OrderedDict()
+        self._lock = threading.Lock()
+        self.maxsize = maxsize
+        self._clock = clock
+
+    def parse(self, text: str, config: tuple, timeout: int | None) -> list:
+        key = (text, config)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        t0 = self._clock()
+        result = parse(text, extraction_config=list(config), parsing_timeout=timeout)
+        slow = timeout is None or self._clock() - t0 >= timeout / 2
+        if _has_value(result) or not slow:
+            with self._lock:
+                self._items[key] = result
+                if len(self._items) > self.maxsize:
+                    self._items.popitem(last=False)
+        return result
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
-def _parse_gold(gold: str, timeout: int | None) -> list:
-    return _parse_latex(gold if any(d in gold for d in _LATEX_DELIMS) else "\\boxed{" + gold + "}", timeout)
+_CACHE = _ParseCache()
+
+
+def _has_value(parsed: list) -> bool:
+    """math-verify read an expression (its first item is then not the raw matched string)."""
+    return bool(parsed) and not isinstance(parsed[0], str)
+
+
+# Spellings latex2sympy can't read, rewritten to ones it can. Each is meaning-preserving.
+_REWRITES = (
+    (re.compile(r"\\(?:mathrm|rm|operatorname|textrm|mathit)\s*\{\s*([ei])\s*\}"), r"\1"),  # \mathrm{e} -> e
+    (re.compile(r"(\d)\s*\{\s*,\s*\}\s*(?=\d{3}(?!\d))"), r"\1"),  # 14{,}916 -> 14916
+    (re.compile(r"\\text\s*\{\s*(-?\d+(?:\.\d+)?)\s*\}"), r"\1"),  # \text{13} -> 13
+)
+
+
+def _rewrite(text: str) -> str:
+    for pattern, repl in _REWRITES:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _read_whole(text: str, timeout: int | None) -> tuple[list, str | None]:
+    parsed, problem, _ = _read_whole_from(text, timeout)
+    return parsed, problem
+
+
+def _read_whole_from(text: str, timeout: int | None) -> tuple[list, str | None, bool]:
+    """math-verify's parse of ``text``, refusing a fragment of it.
+
+    When LaTeX is there but latex2sympy can't read it, math-verify's plain-expression
+    search still finds some number in it (``$1 - \\frac{1}{\\mathrm{e}}$`` gives ``1``):
+    that is a different, easier answer, not the one written. So: the LaTeX-only parse
+    must succeed, or find no LaTeX at all; a rewrite of known unreadable spellings is
+    tried before giving up. Returns (parsed, problem, whether the value came from the
+    plain-expression search because there was no LaTeX), ``problem`` saying why nothing
+    was accepted.
+    """
+    problem = None
+    for candidate in dict.fromkeys((text, _rewrite(text))):
+        latex = _CACHE.parse(candidate, _LATEX_ONLY, timeout)
+        if _has_value(latex) and candidate.startswith("\\boxed{"):
+            return latex, None, False  # a box outranks everything else in the full search anyway
+        if _has_value(latex) or not latex:
+            full = _CACHE.parse(candidate, _CONFIG, timeout)
+            if _has_value(full):
+                return full, None, not latex
+            problem = "no expression math-verify can parse"
+        else:
+            problem = f"LaTeX {latex[0][:80]!r} could not be parsed whole"
+    return [], problem, False
+
+
+def _read_gold(gold: str, timeout: int | None) -> tuple[list, str | None]:
+    return _read_whole(gold if any(d in gold for d in _LATEX_DELIMS) else "\\boxed{" + gold + "}", timeout)
 
 
 def _lists_candidates(parsed: list) -> bool:
@@ -85,9 +180,12 @@ def _lists_candidates(parsed: list) -> bool:
 
 
 def _multi_valued(parsed: list) -> bool:
-    """The gold answer itself is a set of values somewhere (``{1,2}``, ``x = 1, 2``)."""
+    """The gold answer has several parts: a set of values somewhere (``{1,2}``, ``x = 1, 2``),
+    an interval, a tuple or a matrix (math-verify may match ``{1,3}`` to ``(1,3)``)."""
     if not parsed or not isinstance(parsed[0], sympy.Basic):
         return False
+    if isinstance(parsed[0], (sympy.Interval, sympy.Tuple, sympy.MatrixBase)):
+        return True
     return any(isinstance(e, sympy.FiniteSet) and len(e.args) > 1 for e in sympy.preorder_traversal(parsed[0]))
 
 
@@ -103,16 +201,98 @@ def normalize(ans: str) -> str:
     return s.rstrip(".").lower()
 
 
-def _extract(response: str, opts: MathOptions) -> tuple[str | None, str]:
-    boxed = last_boxed(response)
-    if boxed is not None:
-        return boxed, "boxed"
-    if opts.require_box:
-        return None, "none"
-    phrase = answer_phrase(response)
+# Prose in a stated answer: a run of two or more letters that is not a LaTeX command
+# ("The largest $n$ is 34", "3.5 km"). "or"/"and" between values are list words.
+_LATEX_WORDS = re.compile(r"\\[A-Za-z]+(?:\s*\{[^{}]*\})?")
+_PROSE = re.compile(r"(?<![A-Za-z])(?!(?:or|and)(?![A-Za-z]))[A-Za-z]{2,}")
+_LIST_WORD = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
+
+
+def _reads_as_math(answer: str) -> bool:
+    return not _PROSE.search(_LATEX_WORDS.sub(" ", answer))
+
+
+def _read_answer(answer: str, timeout: int | None) -> tuple[list, str | None]:
+    """A boxed answer, or a stated one that reads as math: the whole of it."""
+    return _read_whole("\\boxed{" + _LIST_WORD.sub(" \\\\text{ or } ", answer) + "}", timeout)
+
+
+# A number right after an operator is a term of an expression, not an answer:
+# "The area is x^2 + 13" does not answer 13.
+_OPERATOR_BEFORE = re.compile(r"(?:[+\-*/^×·÷]|\\cdot|\\times|\\div|\\pm)\s*$")
+
+
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def _inside_math(text: str, at: int) -> bool:
+    """``text[at]`` sits between math delimiters (``$ \n 9 \n $``): math the LaTeX reader
+    rejected, so a number found there by the plain search is a fragment of it. A lone
+    ``$`` before a number is a currency sign ("$1,000.99"), not math."""
+    before, after = text[:at], text[at:]
+    if len(_DOLLAR.findall(before)) % 2 == 1 and _DOLLAR.search(after):
+        return True
+    return before.rfind("\\(") > before.rfind("\\)") and "\\)" in after or \
+        before.rfind("\\[") > before.rfind("\\]") and "\\]" in after
+
+
+def _search(text: str, timeout: int | None) -> tuple[list, str | None]:
+    """math-verify's own search of ``text`` (its last LaTeX or plain expression)."""
+    parsed, problem, plain = _read_whole_from(text, timeout)
+    if not _has_value(parsed):
+        return [], problem
+    found = parsed[1] if len(parsed) > 1 and isinstance(parsed[1], str) else None
+    at = text.rfind(found) if found else -1
+    if plain and at >= 0:
+        if at > 0 and _OPERATOR_BEFORE.search(text[max(0, at - 16):at]):
+            return [], f"the last expression found ({found!r}) is a term of a larger expression"
+        if _inside_math(text, at):
+            return [], f"the last expression found ({found!r}) is part of LaTeX that could not be parsed"
+    return parsed, None
+
+
+def _extract(response: str, opts: MathOptions, timeout: int | None) -> tuple[str | None, str, list, str | None]:
+    """(answer text, source, parsed answer, why nothing parsed)."""
+    boxes = boxed_spans(response)
+    phrase = None if opts.require_box else find_answer_phrase(response)
+    if phrase is not None and len(phrase.text) > MAX_ANSWER_CHARS:
+        phrase = None
+    stated: tuple[list, str | None] = ([], None)
     if phrase is not None:
-        return phrase, "answer_phrase"
-    return None, "math_verify"
+        if _reads_as_math(phrase.text):
+            stated = _read_answer(phrase.text, timeout)
+        if not _has_value(stated[0]):
+            stated = _search(phrase.text, timeout)
+    if boxes:
+        box = boxes[-1]
+        # "\boxed{255} ... Final Answer: The final answer is $10,455$." states its answer last.
+        if phrase is not None and phrase.start >= box.end and _has_value(stated[0]):
+            return _stated_text(phrase.text, stated[0]), "answer_phrase", stated[0], None
+        if len(box.text) > MAX_ANSWER_CHARS:
+            return box.text, "boxed", [], f"answer longer than {MAX_ANSWER_CHARS} characters"
+        if not _reads_as_math(box.text):  # "\boxed{\frac{3}{4} cups}": read the math, not c*u*p*s
+            parsed, problem = _search(box.text, timeout)
+            if _has_value(parsed):
+                return box.text, "boxed", parsed, None
+        parsed, problem = _read_answer(box.text, timeout)
+        return box.text, "boxed", parsed, problem
+    if opts.require_box:
+        return None, "none", [], None
+    if phrase is not None and _has_value(stated[0]):
+        return _stated_text(phrase.text, stated[0]), "answer_phrase", stated[0], None
+    parsed, problem = _search(response[-4 * MAX_ANSWER_CHARS:], timeout)
+    if _has_value(parsed):
+        return (parsed[1] if len(parsed) > 1 else str(parsed[0])), "math_verify", parsed, None
+    if phrase is not None:  # nothing parses: the phrase is still the answer given, for the string check
+        return phrase.text, "answer_phrase", [], stated[1]
+    return None, "math_verify", [], problem
+
+
+def _stated_text(phrase: str, parsed: list) -> str:
+    """The phrase, or the part of it math-verify's search read ("34" of "the largest $n$ is 34")."""
+    if _reads_as_math(phrase) or len(parsed) < 2 or not isinstance(parsed[1], str):
+        return phrase
+    return parsed[1]
 
 
 @register(
@@ -129,38 +309,47 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
         return Verdict(0.0, "ok", {"reason": "no </think> in completion and think=require", "extracted": None})
     parse_timeout, verify_timeout = _timeouts(opts)
 
-    answer, source = _extract(response, opts)
-    boxes = all_boxed(response) if source == "boxed" else []
+    answer, source, pred, problem = _extract(response, opts, parse_timeout)
     if source == "none":
         return Verdict(0.0, "ok", {"reason": "no \\boxed{} answer and require_box is set", "extracted": None})
-    if answer is not None and len(answer) > MAX_ANSWER_CHARS:
+    if answer is None:
+        detail = {"reason": "no final answer found", "extracted": None}
+        if problem:
+            detail["parse_problem"] = problem
+        return Verdict(0.0, "ok", detail)
+    if len(answer) > MAX_ANSWER_CHARS:
         return Verdict(0.0, "ok", {"reason": f"answer longer than {MAX_ANSWER_CHARS} characters", "source": source})
-    if answer is not None:
-        pred = _parse_latex("\\boxed{" + answer + "}", parse_timeout)
-    else:
-        tail = response[-4 * MAX_ANSWER_CHARS:]
-        pred = parse(tail, parsing_timeout=parse_timeout)
-        answer = pred[1] if len(pred) > 1 else None
-        if answer is None:
-            return Verdict(0.0, "ok", {"reason": "no final answer found", "extracted": None})
+    boxes = all_boxed(response) if source == "boxed" else []
 
-    parsed_golds = []
+    parsed_golds: list[str | None] = []
+    gold_problems: list[str] = []
     for gold in golds:
-        gold_parsed = _parse_gold(gold, parse_timeout)
+        gold_parsed, gold_problem = _read_gold(gold, parse_timeout)
         parsed_golds.append(str(gold_parsed[0]) if gold_parsed else None)
-        pred_for_gold = pred
+        if gold_problem:
+            gold_problems.append(gold_problem)
+        pred_for_gold, answer_for_gold = pred, answer
         if source == "boxed" and len(boxes) > 1 and _multi_valued(gold_parsed):
             # A multi-valued gold answer may be given one box per value.
-            answer = ", ".join(boxes)
-            pred_for_gold = _parse_latex("\\boxed{" + answer + "}", parse_timeout)
+            answer_for_gold = ", ".join(boxes)
+            pred_for_gold, _ = _read_answer(answer_for_gold, parse_timeout)
         # Listing several candidates must not hit a single-valued gold answer.
         elif _lists_candidates(pred) and not _multi_valued(gold_parsed):
             continue
         if gold_parsed and pred_for_gold and verify(gold_parsed, pred_for_gold, float_rounding=opts.float_rounding,
-                                           timeout_seconds=verify_timeout):
-            return Verdict(1.0, "ok", {"extracted": answer, "source": source, "gold": parsed_golds[-1],
+                                                    timeout_seconds=verify_timeout):
+            return Verdict(1.0, "ok", {"extracted": answer_for_gold, "source": source, "gold": parsed_golds[-1],
                                        "match": "math_verify"})
-        if opts.string_match and normalize(answer) == normalize(gold) and normalize(answer):
-            return Verdict(1.0, "ok", {"extracted": answer, "source": source, "gold": gold, "match": "string"})
-    return Verdict(0.0, "ok", {"extracted": answer, "source": source, "parsed": str(pred[0]) if pred else None,
-                               "gold": parsed_golds if len(parsed_golds) > 1 else parsed_golds[0], "match": None})
+        if opts.string_match and normalize(answer_for_gold) == normalize(gold) and normalize(answer_for_gold):
+            detail = {"extracted": answer_for_gold, "source": source, "gold": gold, "match": "string"}
+            if gold_problem:
+                detail["gold_problem"] = gold_problem + "; compared as a string only"
+            return Verdict(1.0, "ok", detail)
+    detail = {"extracted": answer, "source": source, "parsed": str(pred[0]) if pred else None,
+              "gold": parsed_golds if len(parsed_golds) > 1 else parsed_golds[0], "match": None}
+    if problem:
+        detail["parse_problem"] = problem
+    if gold_problems:
+        # The gold can't be read whole: only an answer written the same way can match it.
+        detail["gold_problem"] = "; ".join(gold_problems) + "; compared as a string only"
+    return Verdict(0.0, "ok", detail)
