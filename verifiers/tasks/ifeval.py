@@ -85,6 +85,8 @@ def _row(instr: Prepared, outcome: Outcome, variant: str | None) -> dict[str, An
     ],
     options=IfevalOptions,
     timeout_s=10.0,
+    # 2: sentences counted by nltk's Punkt, as the reference does.
+    version="2",
     supported_instruction_ids=list(INSTRUCTIONS),
 )
 def verify_ifeval(completion: str, ground_truth: Any, options: IfevalOptions, prompt: str | None = None) -> Verdict:

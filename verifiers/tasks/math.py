@@ -301,6 +301,9 @@ def _stated_text(phrase: str, parsed: list) -> str:
     ground_truth=['"<answer>"', '["<answer>", ...]', '{"answer": "<answer>"}', "<number>"],
     options=MathOptions,
     timeout_s=10.0,
+    # 2: answer phrases end where the answer does, partial golds read whole or as strings, no
+    # fallback on a term of an expression, no memoised timeouts.
+    version="2",
 )
 def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: str | None) -> Verdict:
     golds = _gold_answers(ground_truth)
