@@ -95,8 +95,10 @@ class Sandbox(ABC):
         """Raise :class:`sandbox.types.SandboxUnavailable` if this backend can't work here."""
 
     @abstractmethod
-    def session(self, limits: Limits | None = None) -> Session:
-        """A fresh (or wiped) session sized for runs under ``limits`` (its tmpfs, its cgroup)."""
+    def session(self, limits: Limits | None = None, wait_s: float | None = None) -> Session:
+        """A fresh (or wiped) session sized for runs under ``limits`` (its tmpfs, its cgroup).
+        ``wait_s``: the longest wait for a free slot (default: the runs' wall limit); a wait never
+        outlasts the scored item it is for."""
 
     def close(self) -> None:
         """Release pooled resources (containers, slots, warm sessions)."""

@@ -288,11 +288,11 @@ class DockerSandbox(Sandbox):
 
     # -- sessions -------------------------------------------------------
 
-    def session(self, limits: Limits | None = None) -> Session:
+    def session(self, limits: Limits | None = None, wait_s: float | None = None) -> Session:
         pool = self._get_pool()
         last_error = ""
         for _ in range(2):  # one retry on engine trouble (e.g. a container that died meanwhile)
-            warm = pool.acquire()
+            warm = pool.acquire(timeout=max(5.0, wait_s or (limits or Limits()).wall_time_s))
             try:
                 self._fit_cgroup(warm, limits or Limits())
                 session = DockerSession(self, pool, warm)

@@ -213,12 +213,12 @@ class ProcessSandbox(Sandbox):
         """Host pids of live sessions (their bwrap and supervisor), which outlive runs by design."""
         return self._sessions.pids()
 
-    def session(self, limits: Limits | None = None) -> Session:
+    def session(self, limits: Limits | None = None, wait_s: float | None = None) -> Session:
         limits = limits or Limits()
         self.pool  # noqa: B018 - first use here: subreaper, slots
         tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
         # A slot wait never outlasts the run it is for.
-        s = self._sessions.session(tmpfs_bytes, timeout_s=max(5.0, limits.wall_time_s))
+        s = self._sessions.session(tmpfs_bytes, timeout_s=max(5.0, wait_s or limits.wall_time_s))
         s.compile_time_s, s.compile_memory_mb = self.config.compile_time_s, self.config.compile_memory_mb
         return s
 

@@ -63,7 +63,7 @@ class UnsafeSandbox(Sandbox):
     def check(self) -> None:
         return None
 
-    def session(self, limits: Limits | None = None) -> Session:
+    def session(self, limits: Limits | None = None, wait_s: float | None = None) -> Session:
         work = tempfile.mkdtemp(prefix="rs-unsafe-")
         host, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         proc = subprocess.Popen([sys.executable, "-I", str(SUPERVISOR), "fds", str(inner.fileno()), work, "unsafe"],

@@ -86,7 +86,7 @@ def run_tests(mode: str, language: languages.Language, code: str, tests: list[An
     limits = test_limits(timeout_s, memory_mb)
     out = Outcome([])
     try:
-        session = box.session(limits)
+        session = box.session(limits, wait_s=budget_s)
     except Exception as e:  # noqa: BLE001 - no slot, no engine: the sandbox failed, not the program
         return Outcome([], error=f"no sandbox session: {type(e).__name__}: {e}")
     checker_session = None
@@ -222,7 +222,7 @@ def _start_checker(box, checker: Checker):
     limits = Limits(wall_time_s=CHECKER_TIME_S, cpu_time_s=CHECKER_TIME_S, memory_mb=512, max_processes=16,
                     output_bytes=1 << 20, file_size_mb=64)
     try:
-        s = box.session(limits)
+        s = box.session(limits, wait_s=60.0)
     except Exception as e:  # noqa: BLE001
         return None, f"no sandbox session for the checker: {e}"
     files = {checker.language.source_file(checker.source): checker.source.encode()}
