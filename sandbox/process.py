@@ -84,7 +84,7 @@ class ProcessConfig:
     shell: str = "/bin/bash"
     prlimit: str = "/usr/bin/prlimit"
     uid_base: int = 3_000_000
-    slots: int = 32
+    slots: int = 4096  # sanity maximum; slots are made on demand (sandbox.process_slots)
     state_dir: str = field(default_factory=lambda: _default_state_dir())
     cgroups: bool = True
     ro_binds: tuple[str, ...] = ()
@@ -107,7 +107,7 @@ class ProcessConfig:
             cxx=_env("CXX", "g++"),
             cxxflags=tuple(shlex.split(_env("CXXFLAGS", "-O2 -std=c++17"))),
             uid_base=int(_env("UID_BASE", "3000000")),
-            slots=int(_env("SLOTS", "32")),
+            slots=int(_env("SLOTS", "4096")),
             state_dir=_env("STATE_DIR", _default_state_dir()),
             cgroups=_env("CGROUPS", "auto").lower() not in ("0", "off", "no", "false"),
             ro_binds=tuple(p for p in _env("RO_BINDS", "").split(":") if p),
@@ -231,8 +231,7 @@ class ProcessSandbox(Sandbox):
             "netns": "per-slot, reused, loopback down" if pool.reuse_netns
             else f"fresh per run ({pool.netns_error or 'disabled or not root'})",
             "python_runs": "warm per-slot sessions (forked supervisor)" if self._warm else "cold (one bwrap each)",
-            "cgroups": "v1 memory+pids" if pool.use_cgroups
-            else f"off ({pool.cgroup_error or 'disabled or not root'})",
+            "cgroups": pool.cgroup_summary(),
         }
 
     def check(self) -> None:
@@ -293,7 +292,7 @@ class ProcessSandbox(Sandbox):
             if result is not None:
                 return result
         try:
-            slot = self.pool.acquire()
+            slot = self.pool.acquire(timeout_s=limits.wall_time_s)
         except (OSError, TimeoutError) as e:
             return RunResult(RunStatus.sandbox_error, detail=f"no sandbox slot: {e}")
         try:
@@ -411,6 +410,8 @@ class ProcessSandbox(Sandbox):
                 args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=pass_fds, cwd="/", env=dict(SANDBOX_ENV), close_fds=True, start_new_session=True,
                 user=uid, group=uid, extra_groups=[] if uid is not None else None)
+        if cg is not None:
+            cg.adopt(proc.pid)  # cgroup v2: moved right after birth (v1: born inside, a no-op)
         # Drop our copies of the child's ends at once so EOF means "the sandbox is gone".
         for fd in pass_fds:
             os.close(fd)

@@ -193,7 +193,7 @@ class WarmPool:
         below what the supervisor itself uses): the caller runs it cold."""
         for _ in range(3):
             try:
-                session = self._take(tmpfs_bytes)
+                session = self._take(tmpfs_bytes, limits.wall_time_s)
             except (OSError, TimeoutError) as e:
                 return RunResult(RunStatus.sandbox_error, detail=f"no sandbox slot: {e}")
             except RuntimeError as e:
@@ -214,7 +214,7 @@ class WarmPool:
             return result
         return RunResult(RunStatus.sandbox_error, detail="no warm sandbox session would start")
 
-    def _take(self, key: int) -> WarmSession:
+    def _take(self, key: int, timeout_s: float = 120.0) -> WarmSession:
         now = time.monotonic()
         stale: list[WarmSession] = []
         found = None
@@ -235,7 +235,7 @@ class WarmPool:
             s.kill(self._sandbox)
         if found is not None:
             return found
-        slot = self._sandbox.pool.acquire()
+        slot = self._sandbox.pool.acquire(timeout_s=timeout_s)
         session = WarmSession(slot, key)
         with self._lock:
             self._all.add(session)
@@ -324,6 +324,8 @@ class WarmPool:
                     raise RuntimeError(f"slot {slot.index}'s cgroup did not empty")
                 cg.prepare(8)
             proc = self._spawn(slot, args, pass_fds)
+            if cg is not None:
+                cg.adopt(proc.pid)  # cgroup v2: moved right after birth (v1: a no-op)
             s.outer_pid = proc.pid
             proc.returncode = 0  # we reap it ourselves; keep Popen from touching the pid later
             s.outer_pidfd = os.pidfd_open(proc.pid)
