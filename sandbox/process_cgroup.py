@@ -406,6 +406,7 @@ class SlotCgroupV2(SlotCgroup):
         return self._peak_fd >= 0
 
     def prepare(self, max_pids: int) -> None:
+        self._renew_if_peak_is_stale()
         self.limit_memory(-1)
         if self._pids:
             _write(self._file("pids.max"), str(max_pids))
@@ -442,6 +443,24 @@ class SlotCgroupV2(SlotCgroup):
                     todo += [int(c) for c in _read(f"/proc/{p}/task/{tid}/children").split()]
                 except OSError:
                     pass
+
+    def _renew_if_peak_is_stale(self) -> None:
+        """Before a session starts in an empty slot whose ``memory.peak`` can't be reset (Linux < 6.12):
+        an earlier session's high-water mark would hide this one's, so the cgroup is made afresh
+        (only then: a new cgroup per run would cost more than the run's isolation)."""
+        if not self._memory or self._peak_fd >= 0 or not os.path.exists(self._file("memory.peak")):
+            return
+        try:
+            if self._lifetime_peak() <= self._current() + (1 << 20) or self.procs():
+                return
+            os.rmdir(self.path)
+            os.mkdir(self.path)
+            if os.path.exists(self._file("memory.swap.max")):
+                _write(self._file("memory.swap.max"), "0")
+        except OSError:
+            if not os.path.isdir(self.path):
+                raise
+        self._peak_fd = -1
 
     def _require_procs(self) -> None:
         if not self.procs():
