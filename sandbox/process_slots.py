@@ -185,6 +185,8 @@ class SlotPool:
             "slots": {"max": self.count, "made": self.slots_made(), "grow": "on demand"},
             "uid": (f"per slot: {self.uid_base} + slot index" if self.uid_base is not None
                     else "the service's own uid (not root)"),
+            "netns": ("per slot, reused, loopback down" if self.reuse_netns
+                      else f"fresh per run ({self.netns_error or 'disabled or not root'})"),
         }
         if self.use_cgroups and self.hierarchy is not None:
             out.update(self.hierarchy.describe(next(iter(self._cgroups.values()), None)))

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -301,11 +302,11 @@ def test_the_process_sandbox_runs_under_v2_limits():
             assert r.status == RunStatus.ok, r
             assert r.peak_memory_mb >= 55, r
             assert r.cpu_time_s > 0, r
-        bomb = ("import os\nkids = []\nfor _ in range(3):\n    if os.fork() == 0:\n        b = bytearray(120 << 20)\n"
-                "        b[::4096] = b'x' * len(b[::4096])\n        import time; time.sleep(10)\n        os._exit(0)\n"
-                "os.wait(); os.wait(); os.wait()")
-        r = sb.run("python", bomb, limits=Limits(wall_time_s=20, memory_mb=300))
+        # Four children of 150 MB, each under RLIMIT_AS: only the session-wide memory.max stops them.
+        bomb = (Path(__file__).parent / "hostile" / "memory_bomb_children.py").read_text()
+        r = sb.run("python", bomb, limits=Limits(wall_time_s=30, memory_mb=300))
         assert r.status == RunStatus.memory_limit, r
+        assert r.peak_memory_mb <= 301, r
         r = sb.run("python", "import os\nwhile True:\n    os.fork()", limits=Limits(wall_time_s=5, max_processes=16))
         assert r.status != RunStatus.ok and r.extra.get("forks_refused", 0) > 0, r
         assert sb.run("python", "print(6 * 7)").stdout == b"42\n"
