@@ -89,10 +89,10 @@ echo "=== VM: $(uname -r); /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup); own 
 echo "=== controllers here: $(cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/cgroup.controllers)"
 eval "args=($(cat /work/pytest-args))"
 echo "=== 1) pytest in a systemd unit with Delegate=yes"
-python3 -m pytest -p no:cacheprovider -v -rs "${args[@]}"
+python3 -m pytest -p no:cacheprovider -v -rsfE "${args[@]}"
 rc1=$?
 echo "=== 2) pytest under systemd-run --scope -p Delegate=yes"
-systemd-run --quiet --scope -p Delegate=yes -- python3 -m pytest -p no:cacheprovider -v -rs "${args[@]}"
+systemd-run --quiet --scope -p Delegate=yes -- python3 -m pytest -p no:cacheprovider -v -rsfE "${args[@]}"
 rc2=$?
 echo "=== VM-RESULT rc1=$rc1 rc2=$rc2"
 systemctl poweroff
@@ -144,7 +144,7 @@ LOG="$VM_DIR/console.log"
 : > "$LOG"
 timeout "${VM_TIMEOUT_S:-3000}" qemu-system-x86_64 "${QEMU_ACCEL[@]}" -m 2048 -smp 2 -nographic -no-reboot \
     -kernel "$KERNEL" -initrd "$INITRD" \
-    -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1" \
+    -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 panic=-1" \
     -drive "file=$IMG,format=raw,if=virtio" -net none -serial "file:$LOG" -monitor none -display none || true
 sed -n '/^=== VM:/,$p' "$LOG" | grep -v '^\[' || true
 line=$(grep -a '=== VM-RESULT' "$LOG" || true)
