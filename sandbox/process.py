@@ -55,7 +55,7 @@ class ProcessConfig:
     python: str = "/usr/bin/python3"
     prlimit: str = "/usr/bin/prlimit"
     uid_base: int = 3_000_000
-    slots: int = 32
+    slots: int = 4096  # sanity maximum; slots are made on demand (sandbox.process_slots)
     state_dir: str = field(default_factory=lambda: _default_state_dir())
     cgroups: bool = True
     ro_binds: tuple[str, ...] = ()
@@ -77,7 +77,7 @@ class ProcessConfig:
             python=_env("PYTHON", "/usr/bin/python3"),
             prlimit=_env("PRLIMIT", shutil.which("prlimit") or "/usr/bin/prlimit"),
             uid_base=int(_env("UID_BASE", "3000000")),
-            slots=int(_env("SLOTS", "32")),
+            slots=int(_env("SLOTS", "4096")),
             state_dir=_env("STATE_DIR", _default_state_dir()),
             cgroups=_env("CGROUPS", "auto").lower() not in ("0", "off", "no", "false"),
             ro_binds=tuple(p for p in _env("RO_BINDS", "").split(":") if p),
@@ -181,8 +181,7 @@ class ProcessSandbox(Sandbox):
             "sessions": "warm (reused across items, wiped in between)" if self.config.warm
             else "cold (one bwrap per scored item)",
             "python_runs": "fork of the session's interpreter" if self.fork_python else "exec python3 -I",
-            "cgroups": "v1 memory+pids" if pool.use_cgroups
-            else f"off ({pool.cgroup_error or 'disabled or not root'})",
+            "cgroups": pool.cgroup_summary(),
         }
 
     def check(self) -> None:

@@ -295,6 +295,8 @@ class SessionPool:
                     raise RuntimeError(f"slot {slot.index}'s cgroup did not empty")
                 cg.prepare(8)
             proc = self._spawn(slot, args, pass_fds)
+            if cg is not None:
+                cg.adopt(proc.pid)  # cgroup v2: bwrap and its PID 1 moved right after birth (v1: born inside)
             s.outer_pid = proc.pid
             proc.returncode = 0  # we reap it ourselves; keep Popen from touching the pid later
             s.outer_pidfd = os.pidfd_open(proc.pid)
