@@ -134,6 +134,8 @@ class Sandbox(ABC):
                                                                f"(missing {', '.join(missing)})")
         try:
             session = self.session(limits)
+        except TimeoutError as e:
+            return RunResult(RunStatus.sandbox_error, detail=f"no sandbox slot: {e}")
         except Exception as e:  # noqa: BLE001 - a broken sandbox must not look like a broken program
             return RunResult(RunStatus.sandbox_error, detail=f"no sandbox session: {type(e).__name__}: {e}")
         try:

@@ -182,6 +182,7 @@ class ProcessSandbox(Sandbox):
             else "cold (one bwrap per scored item)",
             "python_runs": "fork of the session's interpreter" if self.fork_python else "exec python3 -I",
             "cgroups": pool.cgroup_summary(),
+            "limits_in_force": pool.limits_in_force(),
         }
 
     def check(self) -> None:
@@ -217,7 +218,7 @@ class ProcessSandbox(Sandbox):
         self.pool  # noqa: B018 - first use here: subreaper, slots
         tmpfs_bytes = max(self.config.tmpfs_min_mb, 4 * limits.file_size_mb) << 20
         # A slot wait never outlasts the run it is for.
-        s = self._sessions.session(tmpfs_bytes, timeout_s=max(5.0, wait_s or limits.wall_time_s))
+        s = self._sessions.session(tmpfs_bytes, timeout_s=wait_s or limits.wall_time_s)
         s.compile_time_s, s.compile_memory_mb = self.config.compile_time_s, self.config.compile_memory_mb
         return s
 
