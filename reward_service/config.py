@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     job_max_items: int = Field(1_000_000, ge=1, description="Most items one `POST /jobs` may carry (413 beyond).")
     log_level: str = Field("info", description="Log level.")
 
+    # issue 11: admission control, self-healing pool
+    max_pending_items: int = Field(100_000, ge=1, description="Most items accepted and not yet finished, over `/score`, `/openrlhf` and `/jobs` together (in distributed mode across every API replica, counted in Redis). Past it a request gets 429 with `Retry-After`; one request larger than it gets 413.")
+
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))
 

@@ -29,3 +29,9 @@ CHUNK_RETRIES = Counter("reward_chunk_retries_total", "Chunks re-queued because 
 CHUNKS_LOST = Counter("reward_chunks_lost_total", "Chunks given up on after their retries; their items get error.",
                       ["queue"])
 ASYNC_JOBS = Counter("reward_async_jobs_total", "/jobs batches finished, by status.", ["status"])
+
+# issue 11: admission control, self-healing pool
+PENDING_ITEMS = Gauge("reward_pending_items", "Items accepted and not yet finished (distributed mode: over every "
+                      "API replica, as this replica last saw it in Redis).", multiprocess_mode="max")
+ADMISSION_REFUSALS = Counter("reward_admission_refusals_total", "Requests refused by admission control, by reason "
+                             "(overloaded: 429, too_large: 413).", ["reason"])
