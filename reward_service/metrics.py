@@ -35,3 +35,7 @@ PENDING_ITEMS = Gauge("reward_pending_items", "Items accepted and not yet finish
                       "API replica, as this replica last saw it in Redis).", multiprocess_mode="max")
 ADMISSION_REFUSALS = Counter("reward_admission_refusals_total", "Requests refused by admission control, by reason "
                              "(overloaded: 429, too_large: 413).", ["reason"])
+WORKER_START_FAILURES = Counter("reward_worker_start_failures_total", "Scoring worker processes that failed to "
+                                "start (retried with backoff).")
+WORKERS_UNSTARTABLE = Gauge("reward_workers_unstartable", "Embedded pool slots whose worker cannot be restarted "
+                            "right now (retrying with backoff; /readyz says why).", multiprocess_mode="livesum")
