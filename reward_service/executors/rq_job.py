@@ -58,7 +58,7 @@ class Chunk:
     queue: str
     attempt: int
     items: list[tuple[int, Job]]
-    deadline: float  # Unix time; the API stops waiting then
+    deadline: float  # on Redis's clock (TIME), seconds since the epoch; the API stops waiting then
     lost_after_s: float  # heartbeat TTL: no beat for this long and the API re-queues the chunk
     keys_ttl_s: int
 
@@ -107,8 +107,11 @@ def score_chunk(chunk: Chunk) -> int:
     with r.pipeline() as p:
         p.exists(live_key(chunk.batch_id))
         p.set(hb_key, chunk.attempt, px=hb_ttl_ms)
-        wanted = p.execute()[0]
-    if not wanted or time.time() >= chunk.deadline:
+        p.time()
+        wanted, _, (secs, usecs) = p.execute()
+    # Time left by Redis's clock, as the API set the deadline: this host's own clock may be off.
+    left_s = chunk.deadline - (secs + usecs / 1e6)
+    if not wanted or left_s <= 0:
         r.delete(hb_key)
         return 0
     metrics.WORKER_CHUNKS.labels(chunk.queue).inc()
@@ -140,7 +143,7 @@ def score_chunk(chunk: Chunk) -> int:
         if beat:
             cancelled = not out[-1]
 
-    deadline = time.monotonic() + (chunk.deadline - time.time())
+    deadline = time.monotonic() + left_s
     try:
         run_items(_proc, chunk.items, deadline=deadline, emit=emit, cancelled=lambda: cancelled,
                   replace=_replace, tick=lambda: flush(True), tick_s=max(0.1, chunk.lost_after_s / 4))
