@@ -55,6 +55,7 @@ class Scorer:
         results = [_result(item, outcomes[s]) for item, s in zip(items, slots)]
         for o, job in zip(outcomes, jobs):
             metrics.ITEM_LATENCY.labels(_label(job.task)).observe(o.elapsed_ms / 1000)
+            metrics.record_sandbox_run(o.detail)
         for r in results:
             metrics.ITEMS.labels(_label(r.task), r.status).inc()
             if r.status == "ok":

@@ -90,9 +90,7 @@ def _replace(reason: str) -> None:
 def _record(job: Job, o: Outcome) -> None:
     metrics.ITEMS.labels(job.task, o.status).inc()
     metrics.ITEM_LATENCY.labels(job.task).observe(o.elapsed_ms / 1000)
-    box = o.detail.get("sandbox") if isinstance(o.detail, dict) else None
-    if isinstance(box, dict) and "status" in box:
-        metrics.SANDBOX_RUNS.labels(str(box.get("backend", "")), str(box["status"])).inc()
+    # Sandbox outcomes are counted by the API (metrics.record_sandbox_run), which sees every item.
 
 
 def score_chunk(chunk: Chunk) -> int:
