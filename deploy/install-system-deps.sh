@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the service needs, installed only when missing.
 #   serve: bubblewrap (the code sandbox), g++ (C++ solutions), python3-venv
-#   test:  the same plus redis-server and prometheus (real servers in tests) and
-#          faketime (a worker host whose clock is wrong, tests/test_one_clock.py)
+#   test:  the same plus redis-server and prometheus (real servers in tests)
 #   ci:    the same plus docker.io, debootstrap, docker-compose and Debian's python3-pip
 #          (docker backend, compose; the service image's wheels are built with the
 #          system python, which must match the image's)
 set -euo pipefail
 profile="${1:-serve}"
 pkgs=(bubblewrap g++ python3-venv)
-[[ "$profile" == test || "$profile" == ci ]] && pkgs+=(redis-server prometheus faketime)
+[[ "$profile" == test || "$profile" == ci ]] && pkgs+=(redis-server prometheus)
 [[ "$profile" == ci ]] && pkgs+=(docker.io debootstrap docker-compose python3-pip)
 
 missing=()
