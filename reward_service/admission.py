@@ -39,6 +39,7 @@ _KEYS = ("rs:admission:held", "rs:admission:expires", "rs:admission:total")
 # KEYS: held (hash id -> items), expires (zset id -> Unix time), total (string)
 # ARGV: limit, items, id, ttl_s.  Returns {admitted 0/1, total after}.
 _ACQUIRE = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 7: TIME before writes
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -77,6 +78,7 @@ return tonumber(redis.call('GET', KEYS[3]) or '0')
 
 # ARGV: ttl_s, ids... Pushes each live reservation's expiry forward (XX: never revives an expired one).
 _RENEW = """
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local until_ = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
 for i = 2, #ARGV do

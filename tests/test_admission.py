@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 try:  # tests/ as a package or as a plain directory on sys.path
-    from tests.live_service import running_service
+    from tests.live_service import free_port, running_service
     from tests.redis_fixtures import redis_server, workers_running  # noqa: F401  (fixtures)
 except ImportError:
-    from live_service import running_service
+    from live_service import free_port, running_service
     from redis_fixtures import redis_server, workers_running  # noqa: F401  (fixtures)
 from reward_service.client import RewardClient
 
+REPO = Path(__file__).resolve().parent.parent
 SLOW_MATH = r"\boxed{9^{9^{9^{9^{9}}}}}"  # sympy grinds on this in C code until the item limit kills it
 LIMIT_S = 2.0
 MAX_PENDING = 4
@@ -154,17 +160,41 @@ def test_job_posted_to_one_replica_is_read_from_the_other(replicas):
     assert httpx.post(f"{b}/score", json={"items": [math_item(n) for n in range(MAX_PENDING)]}).status_code == 200
 
 
-def test_reservations_of_a_replica_that_died_expire(redis_server, replicas):
-    from reward_service import admission
+def test_reservations_of_a_replica_that_is_sigkilled_expire(redis_server, replicas):
+    from reward_service.admission import _KEYS, RESERVATION_TTL_S
 
-    r = redis_server.client()
-    held, expires, total = admission._KEYS
-    # What a replica SIGKILLed mid-request leaves behind: a reservation nobody renews, already past its expiry.
-    now = r.time()[0]
-    r.hset(held, "dead-replica", MAX_PENDING)
-    r.zadd(expires, {"dead-replica": now - 1})
-    r.incrby(total, MAX_PENDING)
     a, _ = replicas
-    ok = httpx.post(f"{a}/score", json={"items": [math_item(n) for n in range(MAX_PENDING)]})
-    assert ok.status_code == 200
-    assert not r.hexists(held, "dead-replica") and int(r.get(total)) == 0
+    r = redis_server.client()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_SERVICE_") and k != "REDIS_URL"}
+    env.update(ENV, REDIS_URL=redis_server.url, PYTHONPATH=str(REPO), REWARD_SERVICE_SANDBOX_REQUIRED="false")
+    doomed = subprocess.Popen([sys.executable, "-m", "uvicorn", "reward_service.api:create_app", "--factory",
+                               "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and doomed.poll() is None, "replica did not start"
+            time.sleep(0.2)
+        in_background(lambda: httpx.post(f"{url}/score", timeout=60, json={"items": [slow_item(n) for n in range(3)]}))
+        wait_pending(url, 3)
+        doomed.send_signal(signal.SIGKILL)  # no clean stop: its reservation stays in Redis
+        doomed.wait(10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    held, _, _ = _KEYS
+    assert r.hlen(held) == 1
+    refused = httpx.post(f"{a}/score", json={"items": [math_item(1), math_item(2)]})
+    assert refused.status_code == 429  # the dead replica's 3 items still count, for now
+    t0 = time.monotonic()
+    while (ok := httpx.post(f"{a}/score", json={"items": [math_item(1), math_item(2)]})).status_code == 429:
+        assert time.monotonic() - t0 < RESERVATION_TTL_S + 10, "the dead replica's reservation never expired"
+        time.sleep(1)
+    assert ok.status_code == 200 and r.hlen(held) == 0
