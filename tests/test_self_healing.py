@@ -32,7 +32,10 @@ def math_item(n: int) -> dict:
 
 
 def metric(url: str, prefix: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
+    return metric_text(httpx.get(f"{url}/metrics").text, prefix)
+
+
+def metric_text(text: str, prefix: str) -> float:
     return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)), 0.0)
 
 
@@ -115,3 +118,70 @@ def test_concurrent_requests_all_return_while_the_pool_is_down(flag):
             bodies = [f.result(timeout=120).json() for f in futs]
         statuses = sorted(b["results"][0]["status"] for b in bodies)
         assert statuses == ["error", "error", "error", "timeout"]
+
+
+# -- distributed: an RQ worker host whose scoring child can't be restarted ------------------------------------
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def scoring_children(pid: int) -> list[int]:
+    """Scoring children under a `reward-service worker` supervisor: the forkserver's children."""
+    servers = [p for p in descendants(pid) if b"forkserver" in open(f"/proc/{p}/cmdline", "rb").read()]
+    return [c for s in servers for c in descendants(s)]
+
+
+def test_rq_worker_that_cannot_restart_its_scoring_child_hands_chunks_back_to_healthy_workers(flag):
+    from fastapi.testclient import TestClient
+
+    from reward_service.api import create_app
+    from reward_service.config import Settings
+    try:
+        from tests.redis_fixtures import Workers, redis_running
+    except ImportError:
+        from redis_fixtures import Workers, redis_running
+
+    with redis_running() as rs:
+        healthy = Workers(rs, 1, queues="math")
+        broken = Workers(rs, 1, queues="math", REWARD_SERVICE_FAULT_WORKER_START=flag)
+        try:
+            healthy.wait_ready()
+            broken.wait_ready()
+            open(flag, "w").close()
+            for child in scoring_children(broken.proc.pid):  # its scoring child dies; no new one can start
+                os.kill(child, 9)
+            with TestClient(create_app(Settings(REDIS_URL=rs.url, sandbox_required=False, lost_chunk_after_s=1.0,
+                                                redis_timeout_s=1.0, chunk_size=2))) as c:
+                items = [math_item(n) for n in range(20)]
+                body = c.post("/score", json={"items": items, "timeout_s": 60}).json()
+                # every item scored right, by the healthy worker, none answered `error` by the broken one
+                assert [r["reward"] for r in body["results"]] == [1.0] * 20, body["summary"]
+                deadline = time.monotonic() + 30
+                while "exited (code 75)" not in broken.log():
+                    assert time.monotonic() < deadline, broken.log()
+                    time.sleep(0.2)
+                assert broken.proc.poll() is None  # the supervisor keeps retrying
+                os.remove(flag)
+                deadline = time.monotonic() + 60
+                # back: both hosts' workers announced again (what /readyz and reward_queue_workers count)
+                while metric_text(c.get("/metrics").text, 'reward_queue_workers{queue="rs:math"}') < 2:
+                    assert time.monotonic() < deadline, broken.log()
+                    time.sleep(0.5)
+                again = c.post("/score", json={"items": [math_item(n) for n in range(8)], "timeout_s": 60}).json()
+                assert [r["reward"] for r in again["results"]] == [1.0] * 8
+        finally:
+            healthy.stop()
+            broken.stop()

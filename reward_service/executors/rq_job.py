@@ -18,14 +18,20 @@ This module is imported by RQ workers by name; keep it light.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import os
 import pickle
 import time
 from dataclasses import dataclass
 
 from reward_service import metrics
 from reward_service.executors.base import Job, Outcome
-from reward_service.executors.supervised import ScoringProcess, run_items
+from reward_service.executors.supervised import ScoringProcess, WorkerStartFailed, run_items
+
+log = logging.getLogger(__name__)
+
+EXIT_CANNOT_SCORE = 75  # EX_TEMPFAIL: the supervisor restarts the worker process with backoff
 
 QUEUE_PREFIX = "rs:"
 
@@ -142,9 +148,16 @@ def score_chunk(chunk: Chunk) -> int:
             cancelled = not out[-1]
 
     deadline = time.monotonic() + left_s
+    cannot_start: WorkerStartFailed | None = None
     try:
         run_items(_proc, chunk.items, deadline=deadline, emit=emit, cancelled=lambda: cancelled,
                   replace=_replace, tick=lambda: flush(True), tick_s=max(0.1, chunk.lost_after_s / 4))
+    except WorkerStartFailed as e:
+        # No scoring child can start on this host: answering the rest `error` would make this worker a
+        # fast sink for every queued chunk. Hand the chunk back instead (the final flush drops its
+        # heartbeat, so the API re-queues the missing items to another worker) and leave; the
+        # supervisor restarts this process with backoff, and stops announcing it meanwhile.
+        cannot_start = e
     except Exception as e:  # RQ's job timeout, or a bug: the items must still come back
         for i, job in chunk.items:
             emit(i, Outcome(0.0, "error", {"error": f"worker failed while scoring this chunk: {type(e).__name__}: {e}"[:500]}))
@@ -152,4 +165,8 @@ def score_chunk(chunk: Chunk) -> int:
         raise
     finally:
         flush(False)
+    if cannot_start is not None:
+        log.error("scoring child cannot be started (%s); handing chunk %s back and exiting", cannot_start,
+                  chunk.chunk_id)
+        os._exit(EXIT_CANNOT_SCORE)
     return len(emitted)
