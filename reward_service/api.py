@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import verifiers
+from reward_service.admission import admission, make_admission
 from reward_service.config import Settings, get_settings
 from reward_service.executors.base import BackendUnavailable, Executor
 from reward_service.models import (ErrorResponse, Item, PromptStats, PromptStatsRequest, PromptStatsResponse,
@@ -107,9 +108,11 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         await ex.start()
         app.state.executor = ex
         app.state.scorer = Scorer(ex, settings, make_cache(settings), make_prompt_stats(settings))
+        app.state.admission = await make_admission(settings).start()
         try:
             yield
         finally:
+            await app.state.admission.stop()
             await app.state.scorer.close()
             await ex.stop()
 
@@ -145,13 +148,14 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     @app.post("/score", response_model=ScoreResponse,
               responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
                          422: {"description": "Malformed body; `detail` names the offending field."},
-                         503: {"model": ErrorResponse}})
+                         429: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
     async def score(req: ScoreRequest, request: Request) -> ScoreResponse:
         """Score a batch: one result per item, in order."""
         if len(req.items) > settings.max_items:
             raise HTTPException(413, f"{len(req.items)} items; at most {settings.max_items} per request "
                                      "(REWARD_SERVICE_MAX_ITEMS)")
-        return await request.app.state.scorer.score(req.items, req.timeout_s, req.options())
+        async with admission(request).hold(len(req.items)):
+            return await request.app.state.scorer.score(req.items, req.timeout_s, req.options())
 
     @app.get("/healthz")
     async def healthz() -> dict:

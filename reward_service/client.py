@@ -340,11 +340,14 @@ class AsyncRewardClient:
         return self._http
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        base = min(self.backoff_s * (2**attempt), self.max_backoff_s)
+        backoff = base / 2 + random.uniform(0, base / 2)
         hinted = _retry_after(response) if response is not None else None
         if hinted is not None:
-            return min(hinted, self.max_backoff_s)
-        base = min(self.backoff_s * (2**attempt), self.max_backoff_s)
-        return base / 2 + random.uniform(0, base / 2)
+            # The server's Retry-After (429: overloaded, 503) is the floor; the growing backoff and a
+            # little jitter on top keep many refused trainer workers from coming back in step.
+            return min(max(hinted, backoff) + random.uniform(0, hinted / 4), self.max_backoff_s)
+        return backoff
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, read_timeout: float | None = None

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(64.0, gt=0, description="Largest request body in MiB (413 beyond).")
     task_timeouts: dict[str, float] = Field(default_factory=dict,
                                             description='Per-item time limit by task in seconds, as JSON, e.g. `{"math": 5}`; tasks not named keep their default (see /tasks).')
-    batch_timeout_s: float | None = Field(None, gt=0, description="Default deadline of a whole batch when the request gives none (unbounded when unset).")
+    batch_timeout_s: float | None = Field(None, gt=0, description="Default deadline of a whole batch when the request gives none. Unset: the embedded pool derives one from the items' own limits (2 x (sum of item limits / workers + largest item limit) + 30 s), distributed mode uses `REWARD_SERVICE_DISTRIBUTED_TIMEOUT_S`.")
     chunk_size: int = Field(0, ge=0, description="Items sent to a worker at a time; 0 picks one from the batch size.")
     worker_memory_mb: int = Field(4096, ge=256, description="Address-space limit of each scoring worker; a verifier that exceeds it gets `error`.")
     sandbox_backend: str = Field("process", description="Code sandbox: `process` (bubblewrap), `docker`, or `unsafe` (no isolation; development only).")
@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     prompt_stats_ttl_s: float = Field(14 * 86_400.0, gt=0, description="A prompt's statistics are dropped this long after its last sample.")
     prompt_stats_file: str | None = Field(None, description="Embedded mode: JSONL file the per-prompt statistics are loaded from at start and saved to (at most every `REWARD_SERVICE_PROMPT_STATS_FLUSH_S` and at shutdown); unset keeps them in memory only.")
     prompt_stats_flush_s: float = Field(30.0, gt=0, description="Embedded mode: least time between two writes of `REWARD_SERVICE_PROMPT_STATS_FILE`.")
+
+    # issue 11: admission control, self-healing pool
+    max_pending_items: int = Field(100_000, ge=1, description="Most items accepted and not yet finished, over `/score`, `/openrlhf` and `/jobs` together (in distributed mode across every API replica, counted in Redis). Past it a request gets 429 with `Retry-After`; one request larger than it gets 413.")
 
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))

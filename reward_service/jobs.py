@@ -21,6 +21,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from reward_service import metrics
+from reward_service.admission import Reservation, admission
 from reward_service.config import Settings
 from reward_service.executors.base import BackendUnavailable
 from reward_service.models import ErrorResponse, Item, ScoreRequest, ScoreResponse, ScoringOptions
@@ -147,7 +148,8 @@ def _store(request: Request):
 
 # routes ------------------------------------------------------------------
 @router.post("/jobs", status_code=202, response_model=JobAccepted,
-             responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+             responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
+                        503: {"model": ErrorResponse}})
 async def submit_job(req: ScoreRequest, request: Request) -> JobAccepted:
     """Accept a (very large) batch for scoring in the background; poll `status_url` for progress and results."""
     settings: Settings = request.app.state.settings
@@ -155,9 +157,15 @@ async def submit_job(req: ScoreRequest, request: Request) -> JobAccepted:
         raise HTTPException(413, f"{len(req.items)} items; at most {settings.job_max_items} per job "
                                  "(REWARD_SERVICE_JOB_MAX_ITEMS)")
     store = _store(request)
+    held = await admission(request).acquire(len(req.items))  # given back sub-batch by sub-batch as they finish
     job_id = uuid.uuid4().hex
-    await store.create(job_id, len(req.items))
-    task = asyncio.create_task(_run(request.app.state.scorer, store, job_id, req.items, req.timeout_s, req.options()))
+    try:
+        await store.create(job_id, len(req.items))
+    except BaseException:
+        await held.release()
+        raise
+    task = asyncio.create_task(_run(request.app.state.scorer, store, job_id, req.items, req.timeout_s,
+                                    req.options(), held))
     request.app.state.job_tasks.add(task)
     task.add_done_callback(request.app.state.job_tasks.discard)
     return JobAccepted(job_id=job_id, status_url=str(request.url_for("get_job", job_id=job_id)))
@@ -179,7 +187,7 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 # the background run ---------------------------------------------------------
 async def _run(scorer, store, job_id: str, items: list[Item], timeout_s: float | None,
-               options: ScoringOptions) -> None:
+               options: ScoringOptions, held: Reservation | None = None) -> None:
     from reward_service.scoring import Scored
 
     t0 = time.perf_counter()
@@ -197,6 +205,8 @@ async def _run(scorer, store, job_id: str, items: list[Item], timeout_s: float |
                 await _quietly(store.update(job_id, status="running"))
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
             answers[k] = await scorer.score_items(parts[k], left, options)
+            if held is not None:
+                await held.release(len(parts[k]))
             done += len(parts[k])
             await _quietly(store.update(job_id, done=done))
 
@@ -217,6 +227,9 @@ async def _run(scorer, store, job_id: str, items: list[Item], timeout_s: float |
         log.exception("job %s failed", job_id)
         metrics.ASYNC_JOBS.labels("failed").inc()
         await _quietly(store.update(job_id, status="failed", error=str(e)[:1000]))
+    finally:
+        if held is not None:
+            await asyncio.shield(held.release())
 
 
 async def _quietly(aw) -> None:

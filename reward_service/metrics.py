@@ -17,10 +17,11 @@ IN_FLIGHT = Gauge("reward_items_in_flight", "Items accepted and not yet scored."
 WORKER_RESTARTS = Counter("reward_worker_restarts_total", "Scoring workers replaced, by reason.", ["reason"])
 WORKERS = Gauge("reward_workers", "Scoring worker processes alive.", multiprocess_mode="livesum")
 
+SANDBOX_RUNS = Counter("reward_sandbox_runs_total", "Code items' sandbox outcome, by backend and status.",
+                       ["backend", "status"])  # by the API in both modes: record_sandbox_run
+
 # Distributed mode. Worker hosts also count ITEMS, ITEM_LATENCY, WORKERS and WORKER_RESTARTS
 # (aggregated over the host's worker processes); the API counts every item too, so filter by job.
-SANDBOX_RUNS = Counter("reward_sandbox_runs_total", "Code items' sandbox outcome, by backend and status.",
-                       ["backend", "status"])
 WORKER_CHUNKS = Counter("reward_worker_chunks_total", "Chunks (RQ jobs) executed by workers, by queue.", ["queue"])
 QUEUE_DEPTH = Gauge("reward_queue_depth", "Chunks waiting in each RQ queue.", ["queue"])
 QUEUE_WORKERS = Gauge("reward_queue_workers", "Live worker processes serving each RQ queue.", ["queue"])
@@ -38,3 +39,21 @@ CACHE_MISSES = Counter("reward_cache_misses_total", "Unique items looked up in t
 CACHE_ERRORS = Counter("reward_cache_errors_total", "Result-cache reads or writes that failed (Redis unreachable).")
 PROMPT_STATS_ERRORS = Counter("reward_prompt_stats_errors_total",
                               "Requests whose per-prompt statistics could not be recorded (Redis unreachable).")
+
+# issue 11: admission control, self-healing pool
+PENDING_ITEMS = Gauge("reward_pending_items", "Items accepted and not yet finished (distributed mode: over every "
+                      "API replica, as this replica last saw it in Redis).", multiprocess_mode="max")
+ADMISSION_REFUSALS = Counter("reward_admission_refusals_total", "Requests refused by admission control, by reason "
+                             "(overloaded: 429, too_large: 413).", ["reason"])
+WORKER_START_FAILURES = Counter("reward_worker_start_failures_total", "Scoring worker processes that failed to "
+                                "start (retried with backoff).")
+WORKERS_UNSTARTABLE = Gauge("reward_workers_unstartable", "Embedded pool slots whose worker cannot be restarted "
+                            "right now (retrying with backoff; /readyz says why).", multiprocess_mode="livesum")
+
+
+def record_sandbox_run(detail: object) -> None:
+    """Count one scored item's sandbox outcome. Called by the API's Scorer for every unique item in both
+    modes (workers don't: in distributed mode that would count each run twice)."""
+    box = detail.get("sandbox") if isinstance(detail, dict) else None
+    if isinstance(box, dict) and "status" in box:
+        SANDBOX_RUNS.labels(str(box.get("backend", "")), str(box["status"])).inc()

@@ -110,6 +110,7 @@ class Scorer:
             for j, o in zip(todo, fresh):
                 outcomes[j] = o
                 metrics.ITEM_LATENCY.labels(_label(jobs[j].task)).observe(o.elapsed_ms / 1000)
+                metrics.record_sandbox_run(o.detail)
             if cache is not None:
                 await cache.put_many([(keys[j], outcomes[j]) for j in todo  # type: ignore[misc]
                                       if keys[j] is not None and cacheable(outcomes[j])])  # type: ignore[arg-type]

@@ -192,8 +192,21 @@ def _shutdown(slots: list[_Slot], r, workers_key, queue_names: list[str], base: 
         pass
 
 
+FAULT_CLOCK_OFFSET = "REWARD_SERVICE_FAULT_CLOCK_OFFSET_S"
+
+
+def _skew_clock_for_tests() -> None:
+    """With REWARD_SERVICE_FAULT_CLOCK_OFFSET_S set, this process's wall clock (time.time) is off by
+    that many seconds, as on a host whose NTP is broken: tests check that deadlines don't depend on it."""
+    offset = float(os.environ.get(FAULT_CLOCK_OFFSET) or 0)
+    if offset:
+        real = time.time
+        time.time = lambda: real() + offset  # type: ignore[assignment]
+
+
 def _worker_main(settings: Settings, queue_names: list[str], name: str) -> None:
     """One RQ worker process (spawned: a fresh interpreter that sees the metrics dir)."""
+    _skew_clock_for_tests()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from reward_service.executors.supervised import die_with_parent
 

@@ -223,7 +223,7 @@ def test_every_dashboard_query_has_data_from_the_embedded_service(tmp_path):
 
 
 # Substrings of the queries that only the distributed mode (Redis + RQ workers) can answer.
-DISTRIBUTED_ONLY = ("reward_queue_", "reward_redis_up", "reward_sandbox_runs", "reward_worker_chunks",
+DISTRIBUTED_ONLY = ("reward_queue_", "reward_redis_up", "reward_worker_chunks",
                     'job="reward-worker"')
 
 

@@ -7,6 +7,13 @@ item past its limit gets ``timeout`` and its worker is killed and replaced
 from concurrent requests are taken round-robin, so a big batch can't starve
 a small one. The kill-on-overrun driver lives in ``supervised`` (RQ workers use
 it too).
+
+A worker that cannot be restarted (the host refuses it memory or processes)
+doesn't take its thread down: the thread keeps trying with backoff, takes no
+work meanwhile, and /readyz names the reason. Once every worker has failed to
+start for ``POOL_DOWN_AFTER_S``, items are answered ``error`` at once instead
+of queueing for a pool that isn't there. And no batch waits forever: one that
+brings no deadline gets ``default_batch_timeout_s``.
 """
 from __future__ import annotations
 
@@ -23,9 +30,27 @@ from dataclasses import dataclass
 from reward_service import metrics
 from reward_service.config import Settings
 from reward_service.executors.base import Executor, Job, Outcome, timed_out
-from reward_service.executors.supervised import ScoringProcess, run_items
+from reward_service.executors.supervised import ScoringProcess, WorkerStartFailed, run_items
 
 log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = 0.5  # first retry of a worker that failed to start; doubles per failure ...
+RESTART_BACKOFF_MAX_S = 30.0  # ... up to this
+POOL_DOWN_AFTER_S = 10.0
+CHUNK_TRIES = 3  # a chunk whose worker fails to restart under it goes back to the queue this often
+
+
+def default_batch_timeout_s(jobs: list[Job], workers: int) -> float:
+    """Deadline of a batch that brings none (no ``timeout_s``, no ``REWARD_SERVICE_BATCH_TIMEOUT_S``).
+
+    A healthy pool of ``workers`` scores the batch in at most (sum of the item limits / workers +
+    the largest item limit): every item ends within its limit. Twice that plus 30 s leaves room for
+    concurrent batches sharing the pool, and still ends a wait on a pool that stopped scoring.
+    """
+    if not jobs:
+        return 30.0
+    limits = [j.timeout_s for j in jobs]
+    return 2 * (sum(limits) / max(1, workers) + max(limits)) + 30.0
 
 
 class _Batch:
@@ -68,6 +93,19 @@ class _Batch:
 class _Chunk:
     batch: _Batch
     indices: list[int]
+    tries: int = 0
+
+
+@dataclass
+class _Slot:
+    """One worker process, its thread, and how its restarts are going."""
+
+    index: int
+    worker: ScoringProcess
+    failures: int = 0
+    failing_since: float | None = None  # monotonic; set while its worker cannot be started
+    last_error: str = ""
+    next_try: float = 0.0
 
 
 class _RoundRobin:
@@ -102,6 +140,18 @@ class _RoundRobin:
             self._closed = True
             self._cv.notify_all()
 
+    def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; wakes early when work arrives or the pool closes."""
+        with self._cv:
+            if not self._closed and seconds > 0:
+                self._cv.wait(seconds)
+
+    def drain(self) -> list[_Chunk]:
+        with self._cv:
+            chunks = [c for q in self._batches for c in q]
+            self._batches.clear()
+            return chunks
+
 
 class EmbeddedExecutor(Executor):
     def __init__(self, settings: Settings) -> None:
@@ -109,20 +159,24 @@ class EmbeddedExecutor(Executor):
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(["reward_service.executors.worker_process", "reward_service.executors.supervised"])
         self._sched = _RoundRobin()
-        self._workers = [ScoringProcess(self._ctx, settings.worker_memory_mb) for _ in range(settings.workers)]
+        self._slots = [_Slot(i, ScoringProcess(self._ctx, settings.worker_memory_mb)) for i in range(settings.workers)]
         self._threads: list[threading.Thread] = []
         self._ready = False
         self._stopping = False
+
+    @property
+    def _workers(self) -> list[ScoringProcess]:
+        return [s.worker for s in self._slots]
 
     # lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         await asyncio.to_thread(self._start_workers)
 
     def _start_workers(self) -> None:
-        for w in self._workers:
-            w.start()
-        for i, w in enumerate(self._workers):
-            t = threading.Thread(target=self._serve, args=(w,), name=f"scoring-worker-{i}", daemon=True)
+        for slot in self._slots:
+            self._try_start(slot)  # one that fails is retried by its thread; /readyz says why
+        for slot in self._slots:
+            t = threading.Thread(target=self._serve, args=(slot,), name=f"scoring-worker-{slot.index}", daemon=True)
             t.start()
             self._threads.append(t)
         self._ready = True
@@ -140,18 +194,75 @@ class EmbeddedExecutor(Executor):
         if not self._ready:
             return False, "worker pool not started"
         alive = sum(w.alive() for w in self._workers)
-        return alive > 0, f"{alive}/{len(self._workers)} scoring workers alive"
+        detail = f"{alive}/{len(self._slots)} scoring workers alive"
+        broken = [s for s in self._slots if s.failing_since is not None]
+        if broken:
+            b, now = broken[0], time.monotonic()
+            detail += (f"; {len(broken)} cannot be restarted (retrying with backoff, next try in "
+                       f"{max(0.0, b.next_try - now):.0f} s): worker {b.index}: {b.last_error}, "
+                       f"{b.failures} failed start(s) over {now - b.failing_since:.0f} s")
+        return alive > 0, detail
+
+    def _try_start(self, slot: _Slot) -> bool:
+        """Start the slot's worker unless it is backing off; False when it is not running."""
+        if self._stopping or time.monotonic() < slot.next_try:
+            return False
+        try:
+            slot.worker.start()
+        except Exception as e:  # WorkerStartFailed, or the forkserver itself refusing (OSError)
+            self._start_failed(slot, e)
+            return False
+        if slot.failing_since is not None:
+            log.warning("scoring worker %d started again after %d failed start(s)", slot.index, slot.failures)
+            metrics.WORKERS_UNSTARTABLE.dec()
+        slot.failures, slot.failing_since, slot.last_error, slot.next_try = 0, None, "", 0.0
+        return True
+
+    def _start_failed(self, slot: _Slot, e: Exception) -> None:
+        now = time.monotonic()
+        metrics.WORKER_START_FAILURES.inc()
+        if slot.failing_since is None:
+            slot.failing_since = now
+            metrics.WORKERS_UNSTARTABLE.inc()
+        slot.failures += 1
+        slot.last_error = f"{type(e).__name__}: {e}"[:300]
+        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (slot.failures - 1))
+        slot.next_try = now + delay
+        if slot.failures == 1 or slot.failures % 10 == 0:
+            log.error("scoring worker %d cannot be started (%d failure(s)): %s; retrying in %.1f s",
+                      slot.index, slot.failures, slot.last_error, delay)
+
+    def _pool_down(self) -> str | None:
+        """Why nothing can be scored, once every worker has failed to start for POOL_DOWN_AFTER_S."""
+        now = time.monotonic()
+        if not self._slots or any(s.failing_since is None or s.worker.alive() for s in self._slots):
+            return None
+        if min(now - s.failing_since for s in self._slots) < POOL_DOWN_AFTER_S:  # type: ignore[operator]
+            return None
+        s = self._slots[0]
+        return (f"no scoring worker could be started for {now - s.failing_since:.0f} s "  # type: ignore[operator]
+                f"({s.last_error}); not scored")
+
+    def _fail_queued_if_down(self) -> None:
+        why = self._pool_down()
+        if why:
+            for chunk in self._sched.drain():
+                for i in chunk.indices:
+                    chunk.batch.set(i, Outcome(0.0, "error", {"error": why}))
 
     # scoring -----------------------------------------------------------
     async def run(self, jobs: list[Job], timeout_s: float | None) -> list[Outcome]:
-        deadline = time.monotonic() + timeout_s if timeout_s else None
+        down = self._pool_down()
+        if down:
+            return [Outcome(0.0, "error", {"error": down}) for _ in jobs]
+        timeout_s = timeout_s or default_batch_timeout_s(jobs, len(self._slots))
+        deadline = time.monotonic() + timeout_s
         batch = _Batch(jobs, deadline)
-        size = self.settings.chunk_size or max(1, min(16, math.ceil(len(jobs) / (4 * len(self._workers)))))
+        size = self.settings.chunk_size or max(1, min(16, math.ceil(len(jobs) / (4 * len(self._slots)))))
         self._sched.put([_Chunk(batch, list(range(i, min(i + size, len(jobs))))) for i in range(0, len(jobs), size)])
         try:
             # shield: a timeout here must not cancel the future the worker threads complete
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(batch.future)),
-                                          timeout=None if timeout_s is None else timeout_s + 1.0)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(batch.future)), timeout=timeout_s + 1.0)
         except asyncio.TimeoutError:
             batch.expire()
             return batch.outcomes  # type: ignore[return-value]
@@ -159,24 +270,42 @@ class EmbeddedExecutor(Executor):
             batch.expire()
             raise
 
-    def _serve(self, worker: ScoringProcess) -> None:
-        while True:
+    def _serve(self, slot: _Slot) -> None:
+        while not self._stopping:
+            if not slot.worker.alive() and not self._try_start(slot):
+                self._fail_queued_if_down()
+                self._sched.pause(min(1.0, slot.next_try - time.monotonic()))
+                continue
             chunk = self._sched.get()
             if chunk is None:
                 return
             try:
-                self._run_chunk(worker, chunk)
+                self._run_chunk(slot.worker, chunk)
+            except WorkerStartFailed as e:  # replacing the worker failed mid-chunk: another slot takes the rest
+                self._start_failed(slot, e)
+                self._requeue(chunk, str(e))
             except Exception:  # never let one chunk take the thread (and its worker) down
                 log.exception("scoring chunk failed")
                 for i in chunk.indices:
                     chunk.batch.set(i, Outcome(0.0, "error", {"error": "internal error in the worker pool"}))
-                self._replace(worker, "crash")
+                slot.worker.kill()
+                metrics.WORKER_RESTARTS.labels("crash").inc()
+
+    def _requeue(self, chunk: _Chunk, why: str) -> None:
+        left = [i for i in chunk.indices if chunk.batch.outcomes[i] is None]
+        if not left or chunk.batch.done:
+            return
+        if chunk.tries + 1 >= CHUNK_TRIES:
+            for i in left:
+                chunk.batch.set(i, Outcome(0.0, "error", {"error": f"scoring worker could not be restarted: {why}"}))
+            return
+        self._sched.put([_Chunk(chunk.batch, left, chunk.tries + 1)])
 
     def _replace(self, worker: ScoringProcess, reason: str) -> None:
         worker.kill()
         metrics.WORKER_RESTARTS.labels(reason).inc()
         if not self._stopping:
-            worker.start()
+            worker.start()  # WorkerStartFailed goes up to _serve, which backs off
 
     def _run_chunk(self, worker: ScoringProcess, chunk: _Chunk) -> None:
         batch = chunk.batch

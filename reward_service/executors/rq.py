@@ -13,7 +13,11 @@ About once a second the outstanding chunks are checked: a chunk whose worker
 stopped heartbeating (it died) is re-queued with the items still missing, up
 to ``chunk_retries`` times; past that its items come back as ``error``.
 Every batch has a deadline (``distributed_timeout_s`` by default), so a
-request never waits on a queue nobody serves.
+request never waits on a queue nobody serves. The deadline a chunk carries is
+on Redis's clock (``TIME``), which workers read too: API and worker hosts
+whose clocks disagree still agree on when a batch ends. Liveness is Redis's
+too (heartbeat keys expire on the server; workers announce themselves with
+Redis time).
 """
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ class _Gather:
     pending: dict[str, _Pending] = field(default_factory=dict)  # enqueued, items still missing
     backlog: dict[str, collections.deque[Chunk]] = field(default_factory=dict)  # by queue, not yet enqueued
     owner: dict[int, str] = field(default_factory=dict)  # item index -> chunk id
+    ends: float = 0.0  # the batch deadline on this host's time.monotonic clock
 
     def missing(self, p: _Pending) -> list[int]:
         return [i for i, _ in p.chunk.items if self.outcomes[i] is None]
@@ -147,8 +152,7 @@ class RQExecutor(Executor):
     # scoring -----------------------------------------------------------
     async def run(self, jobs: list[Job], timeout_s: float | None) -> list[Outcome]:
         timeout_s = timeout_s or self.settings.distributed_timeout_s
-        deadline = time.time() + timeout_s
-        g = _Gather(jobs, [None] * len(jobs))
+        g = _Gather(jobs, [None] * len(jobs), ends=time.monotonic() + timeout_s)
         by_family: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             spec = verifiers.get(job.task)
@@ -161,15 +165,17 @@ class RQExecutor(Executor):
 
         batch_id = uuid.uuid4().hex
         keys_ttl = int(timeout_s) + 120
-        for fam, idx in by_family.items():
-            g.backlog[queue_name(fam)] = collections.deque(self._chunks(batch_id, fam, idx, jobs, deadline, keys_ttl))
         try:
+            secs, usecs = await self._aio.time()
+            deadline = secs + usecs / 1e6 + timeout_s  # Redis's clock: the one workers compare it with
+            for fam, idx in by_family.items():
+                g.backlog[queue_name(fam)] = collections.deque(self._chunks(batch_id, fam, idx, jobs, deadline, keys_ttl))
             await self._aio.set(live_key(batch_id), 1, ex=keys_ttl)
             await self._top_up(g)
         except _REDIS_ERRORS as e:
             raise self._unavailable(e) from None
         try:
-            await self._gather(g, batch_id, deadline)
+            await self._gather(g, batch_id)
         finally:
             try:  # workers skip what is left of this batch; the result list goes now, not at its TTL
                 await asyncio.shield(self._aio.delete(live_key(batch_id), results_key(batch_id)))
@@ -191,7 +197,7 @@ class RQExecutor(Executor):
             score_chunk, args=(c,), job_id=c.chunk_id, description=f"reward chunk {c.batch_id}/{c.chunk_id}",
             # RQ's own backstop, well past the per-item limits the scoring child is held to
             timeout=int(sum(j.timeout_s for _, j in c.items) + 60),
-            ttl=max(1, int(c.deadline - time.time()) + 5),  # a chunk nobody took by the deadline just goes
+            ttl=max(1, int(g.ends - time.monotonic()) + 5),  # a chunk nobody took by the deadline just goes
             result_ttl=0, failure_ttl=300)) for c in chunks]  # results travel by our list, not RQ
 
         def push() -> None:
@@ -226,12 +232,12 @@ class RQExecutor(Executor):
                     g.backlog[c.queue].appendleft(c)
                 raise
 
-    async def _gather(self, g: _Gather, batch_id: str, deadline: float) -> None:
+    async def _gather(self, g: _Gather, batch_id: str) -> None:
         key = results_key(batch_id)
         next_check = time.monotonic() + CHECK_EVERY_S
         failing_since: float | None = None
         while any(o is None for o in g.outcomes):
-            remaining = deadline - time.time()
+            remaining = g.ends - time.monotonic()
             if remaining <= 0:
                 break
             try:

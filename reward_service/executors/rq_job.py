@@ -18,14 +18,20 @@ This module is imported by RQ workers by name; keep it light.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import os
 import pickle
 import time
 from dataclasses import dataclass
 
 from reward_service import metrics
 from reward_service.executors.base import Job, Outcome
-from reward_service.executors.supervised import ScoringProcess, run_items
+from reward_service.executors.supervised import ScoringProcess, WorkerStartFailed, run_items
+
+log = logging.getLogger(__name__)
+
+EXIT_CANNOT_SCORE = 75  # EX_TEMPFAIL: the supervisor restarts the worker process with backoff
 
 QUEUE_PREFIX = "rs:"
 
@@ -58,7 +64,7 @@ class Chunk:
     queue: str
     attempt: int
     items: list[tuple[int, Job]]
-    deadline: float  # Unix time; the API stops waiting then
+    deadline: float  # on Redis's clock (TIME), seconds since the epoch; the API stops waiting then
     lost_after_s: float  # heartbeat TTL: no beat for this long and the API re-queues the chunk
     keys_ttl_s: int
 
@@ -90,9 +96,7 @@ def _replace(reason: str) -> None:
 def _record(job: Job, o: Outcome) -> None:
     metrics.ITEMS.labels(job.task, o.status).inc()
     metrics.ITEM_LATENCY.labels(job.task).observe(o.elapsed_ms / 1000)
-    box = o.detail.get("sandbox") if isinstance(o.detail, dict) else None
-    if isinstance(box, dict) and "status" in box:
-        metrics.SANDBOX_RUNS.labels(str(box.get("backend", "")), str(box["status"])).inc()
+    # Sandbox outcomes are counted by the API (metrics.record_sandbox_run), which sees every item.
 
 
 def score_chunk(chunk: Chunk) -> int:
@@ -107,8 +111,11 @@ def score_chunk(chunk: Chunk) -> int:
     with r.pipeline() as p:
         p.exists(live_key(chunk.batch_id))
         p.set(hb_key, chunk.attempt, px=hb_ttl_ms)
-        wanted = p.execute()[0]
-    if not wanted or time.time() >= chunk.deadline:
+        p.time()
+        wanted, _, (secs, usecs) = p.execute()
+    # Time left by Redis's clock, as the API set the deadline: this host's own clock may be off.
+    left_s = chunk.deadline - (secs + usecs / 1e6)
+    if not wanted or left_s <= 0:
         r.delete(hb_key)
         return 0
     metrics.WORKER_CHUNKS.labels(chunk.queue).inc()
@@ -140,10 +147,17 @@ def score_chunk(chunk: Chunk) -> int:
         if beat:
             cancelled = not out[-1]
 
-    deadline = time.monotonic() + (chunk.deadline - time.time())
+    deadline = time.monotonic() + left_s
+    cannot_start: WorkerStartFailed | None = None
     try:
         run_items(_proc, chunk.items, deadline=deadline, emit=emit, cancelled=lambda: cancelled,
                   replace=_replace, tick=lambda: flush(True), tick_s=max(0.1, chunk.lost_after_s / 4))
+    except WorkerStartFailed as e:
+        # No scoring child can start on this host: answering the rest `error` would make this worker a
+        # fast sink for every queued chunk. Hand the chunk back instead (the final flush drops its
+        # heartbeat, so the API re-queues the missing items to another worker) and leave; the
+        # supervisor restarts this process with backoff, and stops announcing it meanwhile.
+        cannot_start = e
     except Exception as e:  # RQ's job timeout, or a bug: the items must still come back
         for i, job in chunk.items:
             emit(i, Outcome(0.0, "error", {"error": f"worker failed while scoring this chunk: {type(e).__name__}: {e}"[:500]}))
@@ -151,4 +165,8 @@ def score_chunk(chunk: Chunk) -> int:
         raise
     finally:
         flush(False)
+    if cannot_start is not None:
+        log.error("scoring child cannot be started (%s); handing chunk %s back and exiting", cannot_start,
+                  chunk.chunk_id)
+        os._exit(EXIT_CANNOT_SCORE)
     return len(emitted)

@@ -32,10 +32,22 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), sig)
 
 
+FAULT_WORKER_START = "REWARD_SERVICE_FAULT_WORKER_START"
+
+
+class WorkerStartFailed(RuntimeError):
+    """A scoring child could not be started (it exited or hung before saying it was ready)."""
+
+
 def _child_main(conn, memory_mb: int) -> None:
     # The forkserver dies with its owner: a SIGKILLed API or RQ worker must not
     # leave a child grinding on an item for nobody.
     die_with_parent()
+    # Fault injection for tests and drills: while the file this names exists, children die at
+    # start, the way they do when the host refuses them memory or processes.
+    flag = os.environ.get(FAULT_WORKER_START)
+    if flag and os.path.exists(flag):
+        os._exit(70)
     from reward_service.executors import worker_process
 
     worker_process.main(conn, memory_mb)
@@ -56,9 +68,16 @@ class ScoringProcess:
         self.proc.start()
         child.close()
         self.conn = parent
-        if not parent.poll(timeout_s) or parent.recv() != "ready":
-            self.kill()
-            raise RuntimeError("scoring worker did not start")
+        try:
+            hello = parent.recv() if parent.poll(timeout_s) else None
+        except (EOFError, OSError):  # it died before saying it was ready
+            hello = None
+        if hello != "ready":
+            self.proc.join(1)  # one that exited has its exit code by now; a hung one is killed next
+            code = self.proc.exitcode
+            self._reap()
+            why = f"exited with code {code}" if code is not None else f"not ready after {timeout_s:g} s"
+            raise WorkerStartFailed(f"scoring worker process {why} while starting")
         metrics.WORKERS.inc()
 
     def alive(self) -> bool:
@@ -67,12 +86,15 @@ class ScoringProcess:
     def kill(self) -> None:
         if self.proc is None:
             return
+        self._reap()
+        metrics.WORKERS.dec()
+
+    def _reap(self) -> None:
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
         self.conn.close()
         self.proc = None
-        metrics.WORKERS.dec()
 
 
 def run_items(
@@ -132,18 +154,25 @@ def run_items(
             continue  # woke up only to tick
         # The item overran its limit, or the child died under it.
         # Replace before answering, so a caller that got its answer finds the pool whole again.
+        # (try/finally: the item is answered even when no replacement can be started.)
         if msg == "died":
             code = worker.proc.exitcode if worker.proc else None
-            replace("crash")
-            emit(i, Outcome(0.0, "error", {"error": f"scoring worker died (exit code {code}) while scoring this item"}))
+            try:
+                replace("crash")
+            finally:
+                emit(i, Outcome(0.0, "error", {"error": f"scoring worker died (exit code {code}) while scoring this item"}))
         elif deadline is not None and time.monotonic() >= deadline:
-            replace("batch_expired")
-            for j, jb in pending:
-                emit(j, timed_out(jb, "batch deadline reached before this item was scored"))
+            try:
+                replace("batch_expired")
+            finally:
+                for j, jb in pending:
+                    emit(j, timed_out(jb, "batch deadline reached before this item was scored"))
             return
         else:
-            replace("timeout")
-            emit(i, timed_out(job, f"verifier exceeded the {job.timeout_s:g} s item limit; stopped"))
+            try:
+                replace("timeout")
+            finally:
+                emit(i, timed_out(job, f"verifier exceeded the {job.timeout_s:g} s item limit; stopped"))
         pending.pop(0)
         if pending:
             worker.conn.send(pending)

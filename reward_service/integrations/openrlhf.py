@@ -102,7 +102,8 @@ async def _score(request: Request, items: list[Item], timeout_s: float | None) -
     return await scorer.score(items, timeout_s)
 
 
-@router.post("/openrlhf", response_model=OpenRLHFResponse, summary="OpenRLHF remote reward protocol")
+@router.post("/openrlhf", response_model=OpenRLHFResponse, summary="OpenRLHF remote reward protocol",
+             responses={413: {"description": "Too many queries."}, 429: {"description": "Too many items pending; retry after `Retry-After` seconds."}})
 async def openrlhf(
     body: OpenRLHFRequest,
     request: Request,
@@ -119,7 +120,10 @@ async def openrlhf(
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
 
-    scored = await _score(request, items, timeout_s)
+    from reward_service.admission import admission
+
+    async with admission(request).hold(len(items)):
+        scored = await _score(request, items, timeout_s)
     rewards = [r.reward for r in scored.results]
     return OpenRLHFResponse(
         rewards=rewards,
