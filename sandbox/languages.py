@@ -12,7 +12,9 @@ Memory models:
   address space than they use, and die at start under a plain address-space
   limit); the session's cgroup memory limit bounds them, and the runtime's
   own flag (``{memory_mb}`` in ``run``/``env``) keeps its heap inside it.
-  Without cgroups only that runtime flag applies (``limits_in_force`` says so).
+  Without cgroups the runtime flag applies, and ``RLIMIT_AS`` = memory limit +
+  ``as_headroom_mb`` bounds what the flag does not (off-heap buffers, Go's soft
+  ``GOMEMLIMIT``); ``limits_in_force`` says so.
 
 Commands are argv lists; ``{src}`` is the source file name, ``{main}`` the
 entry point (Java's public class), ``{memory_mb}`` the run's memory limit.
@@ -54,6 +56,13 @@ class Language:
     env: dict[str, str] = field(default_factory=dict)  # extra environment of builds and runs
     packages: tuple[str, ...] = ()  # Debian packages providing the toolchain
     requires: tuple[str, ...] = ()  # executables that must be on the sandbox PATH
+    # Host paths outside /usr the toolchain reads, bound read-only into the sandbox when they exist
+    # (Debian's JDK keeps jvm.cfg and java.security under /etc; without them java and javac die at start).
+    ro_binds: tuple[str, ...] = ()
+    # ``cgroup`` rows in a session without cgroups: RLIMIT_AS = memory limit + this, which the runtime's
+    # reservations fit in (measured: hello world starts, see docs/sandbox.md), so memory stays bounded,
+    # if loosely. 0: no address-space limit at all without cgroups.
+    as_headroom_mb: int = 0
     entry_point: Callable[[str], str] | None = None  # source -> {main}
     # Python runs can be a fork of the sandbox's warm supervisor instead of a new interpreter.
     fork_python: bool = False
@@ -83,6 +92,14 @@ class Language:
 
 # Writable homes for toolchains that want one: /tmp is a size-capped tmpfs of the session.
 _TOOL_HOME = {"HOME": "/tmp", "TMPDIR": "/tmp"}
+# Runtimes size their thread pools by the host's CPU count; on a 64-core host that alone would pass
+# the session's process limit (RLIMIT_NPROC counts threads). Two keeps every runtime well inside it.
+_CPUS = 2
+# JVM flags of javac and java: the serial collector and a capped CPU count keep the thread count low
+# (RLIMIT_NPROC), no perf-data file, and small class/code reservations so that, without cgroups, the
+# JVM starts under RLIMIT_AS = heap + as_headroom_mb.
+_JVM = ("-XX:+UseSerialGC", f"-XX:ActiveProcessorCount={_CPUS}", "-XX:-UsePerfData",
+        "-XX:CompressedClassSpaceSize=64m", "-XX:ReservedCodeCacheSize=64m", "-Xshare:auto")
 
 LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
     Language("python", ("python", "py", "python3"), "main.py", ("python3", "-I", "main.py"),
@@ -93,25 +110,36 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
     Language("cpp", ("cpp", "c++", "cc", "cxx"), "main.cpp", ("./main",),
              compile=("g++", "-O2", "-std=gnu++17", "-pipe", "-o", "main", "main.cpp"),
              packages=("g++",), requires=("g++",)),
+    # The full JIT (no TieredStopAtLevel=1) for the program: C1-only starts ~10 ms sooner but runs
+    # compute-bound solutions up to ~2x slower, which would turn accepted solutions into timeouts.
+    # javac is short-lived, so it gets C1 only. -Xss64m: contest solutions recurse deeply.
     Language("java", ("java",), "{main}.java",
-             ("java", "-Xmx{memory_mb}m", "-Xss64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-              "-Xshare:auto", "-cp", ".", "{main}"),
-             compile=("javac", "-J-Xmx512m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1",
-                      "-encoding", "UTF-8", "-nowarn", "{src}"),
+             ("java", "-Xmx{memory_mb}m", "-Xss64m", *_JVM, "-cp", ".", "{main}"),
+             compile=("javac", "-J-Xmx512m", "-J-XX:TieredStopAtLevel=1", *(f"-J{f}" for f in _JVM),
+                      "-encoding", "UTF-8", "-nowarn", "-proc:none", "{src}"),
              memory="cgroup", packages=("openjdk-17-jdk-headless",), requires=("java", "javac"),
-             entry_point=_java_main, env=_TOOL_HOME),
+             entry_point=_java_main, ro_binds=("/etc/java-17-openjdk",), as_headroom_mb=1536,
+             # One malloc arena per thread would reserve 64 MB each (address space, not memory).
+             env={**_TOOL_HOME, "MALLOC_ARENA_MAX": "2"}),
+    # V8 trusts --stack-size (KiB) blindly: above the real stack it segfaults instead of throwing
+    # RangeError, so the run raises the soft stack limit to 64 MiB first and tells V8 a bit less.
     Language("javascript", ("javascript", "js", "node", "nodejs"), "main.js",
-             ("node", "--max-old-space-size={memory_mb}", "--stack-size=65500", "main.js"),
-             memory="cgroup", packages=("nodejs",), requires=("node",), env=_TOOL_HOME),
+             ("prlimit", "--stack=67108864:", "--", "node", "--max-old-space-size={memory_mb}",
+              "--stack-size=60000", f"--v8-pool-size={_CPUS}", "main.js"),
+             memory="cgroup", packages=("nodejs",), requires=("node", "prlimit"), as_headroom_mb=1024,
+             env={**_TOOL_HOME, "UV_THREADPOOL_SIZE": str(_CPUS)}),
     Language("go", ("go", "golang"), "main.go", ("./main",),
              compile=("go", "build", "-o", "main", "main.go"), compile_time_s=60.0,
-             memory="cgroup", packages=("golang-go",), requires=("go",),
-             # Offline, standard library only: no module proxy, no VCS, no toolchain download.
+             memory="cgroup", packages=("golang-go",), requires=("go",), as_headroom_mb=1024,
+             # Offline, standard library only: GOPATH mode (no go.mod, no module proxy, no VCS, no
+             # toolchain download); an import outside the standard library is a compile error.
              env={**_TOOL_HOME, "GOCACHE": "/tmp/go-cache", "GOPATH": "/tmp/go", "GOPROXY": "off",
-                  "GOFLAGS": "-mod=mod", "GO111MODULE": "auto", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0",
-                  "GOMEMLIMIT": "{memory_mb}MiB"}),
+                  "GO111MODULE": "off", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0",
+                  "GOMAXPROCS": str(_CPUS), "GOMEMLIMIT": "{memory_mb}MiB"}),
+    # One codegen unit: less total CPU and no codegen thread per core (RLIMIT_NPROC).
     Language("rust", ("rust", "rs"), "main.rs", ("./main",),
-             compile=("rustc", "--edition", "2021", "-O", "-o", "main", "main.rs"), compile_time_s=60.0,
+             compile=("rustc", "--edition", "2021", "-O", "-C", "codegen-units=1", "-C", "strip=symbols",
+                      "-o", "main", "main.rs"), compile_time_s=60.0,
              packages=("rustc",), requires=("rustc",), env=_TOOL_HOME),
 )}
 
@@ -137,8 +165,11 @@ def packages(names: list[str] | None = None) -> list[str]:
     return out
 
 
-if __name__ == "__main__":  # python3 sandbox/languages.py packages [lang ...]
+if __name__ == "__main__":  # python3 sandbox/languages.py packages|requires [lang ...]
     if sys.argv[1:2] == ["packages"]:
         print(" ".join(packages(sys.argv[2:] or None)))
+    elif sys.argv[1:2] == ["requires"]:  # executables the image build checks for
+        print(" ".join(dict.fromkeys(exe for lang in LANGUAGES.values()
+                                     if not sys.argv[2:] or lang.name in sys.argv[2:] for exe in lang.requires)))
     else:
-        sys.exit("usage: languages.py packages [language ...]")
+        sys.exit("usage: languages.py packages|requires [language ...]")

@@ -4,7 +4,8 @@
 #
 #   deploy/sandbox/build-image.sh [--force] [IMAGE_NAME]
 #
-# BASE_IMAGE (env) picks another base; it must provide python3 and g++.
+# BASE_IMAGE (env) picks another base; it must provide the language toolchains
+# (sandbox/languages.py). The image is rebuilt when its base image changed.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -28,13 +29,23 @@ require_docker
 
 ensure_base_image "$BASE_IMAGE"
 
-if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    echo "$IMAGE exists; not rebuilding (use --force to rebuild)"
+BASE_LABEL=org.reward-service.base-image
+base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+if [ "$FORCE" = 0 ] && [ "$(docker image inspect -f "{{index .Config.Labels \"$BASE_LABEL\"}}" "$IMAGE" 2>/dev/null)" = "$base_id" ]; then
+    echo "$IMAGE exists on the current $BASE_IMAGE; not rebuilding (use --force to rebuild)"
     exit 0
 fi
 
 # The classic builder needs no buildx plugin and no registry access for a FROM
 # that is already local.
-DOCKER_BUILDKIT=0 docker build --pull=false --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+DOCKER_BUILDKIT=0 docker build --pull=false --build-arg "BASE_IMAGE=$BASE_IMAGE" --label "$BASE_LABEL=$base_id" \
     -t "$IMAGE" -f "$HERE/Dockerfile" "$HERE"
+# A base image without some toolchain would make that language's items fail at run time; say so now.
+# shellcheck disable=SC2046 # one word per executable
+missing=$(docker run --rm --network none --entrypoint sh "$IMAGE" -c \
+    'for e in "$@"; do command -v "$e" >/dev/null || echo "$e"; done' sh \
+    $(python3 "$HERE/../../sandbox/languages.py" requires) | tr '\n' ' ')
+if [ -n "$missing" ]; then
+    echo "warning: $IMAGE lacks $missing(those languages will report their toolchain missing)" >&2
+fi
 echo "built $IMAGE"
