@@ -23,24 +23,69 @@ packages (``python3 sandbox/languages.py packages``) before any venv exists.
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and sys.path and sys.path[0] == __file__.rpartition("/")[0]:
+    # Run as a script, this directory comes first on sys.path and its types.py would shadow the stdlib's.
+    del sys.path[0]
+
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 MemoryModel = Literal["rlimit", "cgroup"]
 
 
+_JAVA_NOISE = re.compile(r'''"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|//[^\n]*|/\*.*?\*/''', re.S)
+_JAVA_TYPE = re.compile(r"\b(class|interface|enum|record)\s+([A-Za-z_$][\w$]*)")
+_JAVA_MAIN = re.compile(r"\bstatic\b[^;{}()=]*\bvoid\s+main\s*\(")
+
+
 def _java_main(source: str) -> str:
-    """The class javac must find in a file of its own name: the public class, else
-    the class declaring ``main``, else ``Main``."""
-    public = re.search(r"^\s*public\s+(?:final\s+|abstract\s+)*class\s+([A-Za-z_$][\w$]*)", source, re.M)
-    if public:
-        return public.group(1)
-    m = re.search(r"class\s+([A-Za-z_$][\w$]*)[^{]*\{(?:(?!\bclass\b).)*?\bstatic\s+void\s+main\s*\(",
-                  source, re.S)
-    return m.group(1) if m else "Main"
+    """The class javac must find in a file of its own name: the public top-level class, else the
+    top-level class declaring ``main``, else the first top-level class, else ``Main``.
+
+    Comments, strings and text blocks are blanked first (a ``public class Old`` in a comment
+    doesn't count), and only top-level types count (a nested ``static class Pair`` before ``main``
+    is not the entry point).
+    """
+    code = _JAVA_NOISE.sub(lambda m: " " * len(m.group(0)) if m.group(0)[0] in "/" else '""', source)
+    tops: list[tuple[str, bool, bool]] = []  # name, public, declares main
+    depth = 0
+    pos = 0
+    while True:
+        m = _JAVA_TYPE.search(code, pos)
+        if m is None:
+            break
+        depth += code.count("{", pos, m.start()) - code.count("}", pos, m.start())
+        body = code.find("{", m.end())
+        if body < 0:
+            break
+        if depth == 0:
+            # Modifiers and annotations since the previous declaration or closing brace.
+            head = code[max(code.rfind("}", 0, m.start()), code.rfind(";", 0, m.start()), 0):m.start()]
+            end, d = body + 1, 1
+            while end < len(code) and d:
+                d += {"{": 1, "}": -1}.get(code[end], 0)
+                end += 1
+            # main belongs to this class only at depth 1 of its body.
+            inner, level, flat = code[body + 1:end - 1], 0, []
+            for ch in inner:
+                if ch == "}":
+                    level -= 1
+                flat.append(ch if level == 0 else " ")
+                if ch == "{":
+                    level += 1
+            tops.append((m.group(2), re.search(r"\bpublic\b", head) is not None,
+                         _JAVA_MAIN.search("".join(flat)) is not None))
+        depth += code.count("{", m.start(), body + 1) - code.count("}", m.start(), body + 1)
+        pos = body + 1
+    for pick in (lambda t: t[1], lambda t: t[2], lambda t: True):
+        for name, public, has_main in tops:
+            if pick((name, public, has_main)):
+                return name
+    return "Main"
 
 
 @dataclass(frozen=True)
