@@ -95,7 +95,9 @@ class Language:
     source: str  # source file name in the work dir; may use {main}
     run: tuple[str, ...]  # argv; {main}, {memory_mb}
     compile: tuple[str, ...] | None = None  # argv run once per completion; None: interpreted
-    compile_time_s: float = 30.0  # wall and CPU budget of the build
+    # Wall and CPU budget of the build. 15 s: with the code task's 40 s of tests and slack it stays
+    # inside the task's 60 s executor timeout (measured builds of small programs: 0.1-1.5 s).
+    compile_time_s: float = 15.0
     compile_memory_mb: int = 1024
     memory: MemoryModel = "rlimit"
     env: dict[str, str] = field(default_factory=dict)  # extra environment of builds and runs
@@ -174,7 +176,7 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
              memory="cgroup", packages=("nodejs",), requires=("node", "prlimit"), as_headroom_mb=1024,
              env={**_TOOL_HOME, "UV_THREADPOOL_SIZE": str(_CPUS)}),
     Language("go", ("go", "golang"), "main.go", ("./main",),
-             compile=("go", "build", "-o", "main", "main.go"), compile_time_s=60.0,
+             compile=("go", "build", "-o", "main", "main.go"),
              memory="cgroup", packages=("golang-go",), requires=("go",), as_headroom_mb=1024,
              # Offline, standard library only: GOPATH mode (no go.mod, no module proxy, no VCS, no
              # toolchain download); an import outside the standard library is a compile error.
@@ -184,7 +186,7 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
     # One codegen unit: less total CPU and no codegen thread per core (RLIMIT_NPROC).
     Language("rust", ("rust", "rs"), "main.rs", ("./main",),
              compile=("rustc", "--edition", "2021", "-O", "-C", "codegen-units=1", "-C", "strip=symbols",
-                      "-o", "main", "main.rs"), compile_time_s=60.0,
+                      "-o", "main", "main.rs"),
              packages=("rustc",), requires=("rustc",), env=_TOOL_HOME),
 )}
 
@@ -210,11 +212,30 @@ def packages(names: list[str] | None = None) -> list[str]:
     return out
 
 
-if __name__ == "__main__":  # python3 sandbox/languages.py packages|requires [lang ...]
+def markdown_table() -> str:
+    """The table as Markdown, as docs/tasks.md shows it (a test keeps the two equal)."""
+    def cmd(argv: tuple[str, ...] | None) -> str:
+        return "—" if argv is None else "`" + " ".join(argv).replace("|", "\\|") + "`"
+
+    rows = ["| language | fences | file | compile (once per completion) | run (once per test) | environment | "
+            "memory | Debian packages |", "|---|---|---|---|---|---|---|---|"]
+    for lang in LANGUAGES.values():
+        env = " ".join(f"{k}={v}" for k, v in lang.env.items())
+        memory = lang.memory + (f" (without cgroups: address space + {lang.as_headroom_mb} MB)"
+                                if lang.as_headroom_mb else "")
+        rows.append(f"| {lang.name} | {', '.join(f'`{a}`' for a in lang.aliases)} | `{lang.source}` | "
+                    f"{cmd(lang.compile)} | {cmd(lang.run)} | {f'`{env}`' if env else '—'} | {memory} | "
+                    f"{', '.join(lang.packages)} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python3 sandbox/languages.py packages|requires|table [lang ...]
     if sys.argv[1:2] == ["packages"]:
         print(" ".join(packages(sys.argv[2:] or None)))
     elif sys.argv[1:2] == ["requires"]:  # executables the image build checks for
         print(" ".join(dict.fromkeys(exe for lang in LANGUAGES.values()
                                      if not sys.argv[2:] or lang.name in sys.argv[2:] for exe in lang.requires)))
+    elif sys.argv[1:2] == ["table"]:
+        print(markdown_table(), end="")
     else:
-        sys.exit("usage: languages.py packages|requires [language ...]")
+        sys.exit("usage: languages.py packages|requires|table [language ...]")
