@@ -210,6 +210,32 @@ def test_run_reports_a_nonzero_exit_as_a_runtime_error(backend, language):
     assert r.exit_code == 3 and b"boom" in r.stderr
 
 
+DEEP = {
+    "java": "public class Deep { static int f(int n) { return n == 0 ? 0 : 1 + f(n - 1); }\n"
+            "  public static void main(String[] a) { System.out.println(f(200000)); } }\n",
+    "javascript": "function f(n) { return n === 0 ? 0 : 1 + f(n - 1); }\nconsole.log(f(200000));\n",
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("language", sorted(DEEP))
+def test_run_allows_deep_recursion_where_the_row_promises_it(backend, language):
+    # -Xss64m for Java; for Node a raised stack limit under --stack-size (else V8 segfaults).
+    _needs(language)
+    r = _backend(backend).run(language, DEEP[language], limits=RUN)
+    assert (r.status, r.stdout) == (RunStatus.ok, b"200000\n"), (r.detail, r.stderr[-300:])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_run_go_import_outside_the_standard_library_is_a_compile_error(backend):
+    # Offline: no module proxy to fetch it from, and no attempt to.
+    _needs("go")
+    source = 'package main\nimport "github.com/pkg/errors"\nfunc main() { _ = errors.New("x") }\n'
+    r = _backend(backend).run("go", source, limits=RUN)
+    assert r.status == RunStatus.compile_error
+    assert "github.com/pkg/errors" in r.compile_output
+
+
 # ---------------------------------------------------------------- the code verifier per language
 
 FENCE = {"python": "python", "c": "c", "cpp": "cpp", "java": "java", "javascript": "js", "go": "go", "rust": "rust"}
