@@ -12,8 +12,10 @@
 set -euo pipefail
 profile="${1:-serve}"
 here="$(cd "$(dirname "$0")" && pwd)"
+# An assignment, so that set -e stops here if the table can't be read (never a silent "no toolchains").
 # shellcheck disable=SC2086 # word splitting of the language list is intended
-read -r -a toolchains <<< "$(python3 "$here/../sandbox/languages.py" packages ${LANGUAGES:-})"
+toolchain_list=$(python3 "$here/../sandbox/languages.py" packages ${LANGUAGES:-})
+read -r -a toolchains <<< "$toolchain_list"
 pkgs=(bubblewrap python3-venv "${toolchains[@]}")
 [[ "$profile" == test || "$profile" == ci ]] && pkgs+=(redis-server prometheus)
 [[ "$profile" == ci ]] && pkgs+=(docker.io debootstrap docker-compose python3-pip)

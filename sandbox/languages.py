@@ -230,6 +230,9 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":  # python3 sandbox/languages.py packages|requires|table [lang ...]
+    unknown = [name for name in sys.argv[2:] if name not in LANGUAGES]
+    if unknown:
+        sys.exit(f"unknown language(s) {' '.join(unknown)}; the table has {' '.join(LANGUAGES)}")
     if sys.argv[1:2] == ["packages"]:
         print(" ".join(packages(sys.argv[2:] or None)))
     elif sys.argv[1:2] == ["requires"]:  # executables the image build checks for
