@@ -186,6 +186,45 @@ def test_java_entry_point_search_stays_linear_on_hostile_sources():
         assert _java_main(source) in ("a", "Main")
 
 
+def _build_and_run_bare(language: str, tmp_path, build_as_mb: int | None, run_as_mb: int, memory_mb: int):
+    """The row's own commands, outside any sandbox, under ``prlimit --as``: facts about the toolchain."""
+    lang = LANGUAGES[language]
+    src = PROGRAMS[language]["add"]
+    (tmp_path / lang.source_file(src)).write_text(src)
+    (tmp_path / "tmp").mkdir()
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path)}
+    env.update({k: v.replace("/tmp", str(tmp_path / "tmp")) for k, v in lang.environment(memory_mb).items()})
+
+    def limited(argv: list[str], as_mb: int | None) -> list[str]:
+        return argv if as_mb is None else ["prlimit", f"--as={as_mb << 20}", "--", *argv]
+
+    if lang.compile_argv(src):
+        p = subprocess.run(limited(lang.compile_argv(src), build_as_mb), cwd=tmp_path, env=env, capture_output=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr.decode()[-1000:]
+    p = subprocess.run(limited(lang.run_argv(src, memory_mb), run_as_mb), cwd=tmp_path, env=env,
+                       input=ADD_STDIN, capture_output=True, timeout=60)
+    assert (p.returncode, p.stdout) == (0, ADD_STDOUT), p.stderr.decode()[-1000:]
+
+
+@pytest.mark.parametrize("memory_mb", [64, 1024])
+@pytest.mark.parametrize("language", [name for name, lang in LANGUAGES.items() if lang.memory == "rlimit"])
+def test_rlimit_rows_build_and_run_under_their_address_space_limit(language, memory_mb, tmp_path):
+    _needs(language)
+    lang = LANGUAGES[language]
+    _build_and_run_bare(language, tmp_path, lang.compile_memory_mb, memory_mb, memory_mb)
+
+
+@pytest.mark.parametrize("memory_mb", [64, 1024])
+@pytest.mark.parametrize("language", [name for name, lang in LANGUAGES.items() if lang.memory == "cgroup"])
+def test_cgroup_rows_start_within_their_address_space_fallback(language, memory_mb, tmp_path):
+    # Without cgroups these rows get RLIMIT_AS = memory + as_headroom_mb: the runtime must start in it.
+    _needs(language)
+    lang = LANGUAGES[language]
+    _build_and_run_bare(language, tmp_path, lang.compile_memory_mb + lang.as_headroom_mb,
+                        memory_mb + lang.as_headroom_mb, memory_mb)
+
+
 # ---------------------------------------------------------------- sandbox.run per language
 
 @pytest.mark.parametrize("backend", BACKENDS)
