@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the docker sandbox image (default reward-service-sandbox:latest) from
-# the local base image, building that first if it is missing.
+# the local base image, building that first if it is missing or its package
+# list is not the language table's.
 #
 #   deploy/sandbox/build-image.sh [--force] [IMAGE_NAME]
 #
@@ -18,7 +19,7 @@ FORCE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) IMAGE="$1" ;;
     esac
