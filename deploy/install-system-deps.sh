@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the service needs, installed only when missing.
-#   serve: bubblewrap (the code sandbox), g++ (C++ solutions), python3-venv
+#   serve: bubblewrap (the code sandbox), python3-venv, and the toolchain of every
+#          language the code task runs (sandbox/languages.py lists their packages:
+#          gcc, g++, openjdk-17-jdk-headless, nodejs, golang-go, rustc ...)
 #   test:  the same plus redis-server and prometheus (real servers in tests)
 #   ci:    the same plus docker.io, debootstrap, docker-compose and Debian's python3-pip
 #          (docker backend, compose; the service image's wheels are built with the
 #          system python, which must match the image's)
+# LANGUAGES="c cpp" (names from sandbox/languages.py) installs only those toolchains.
+# Sandboxed programs see only /usr: a compiler elsewhere (~/.cargo, /usr/local/go) does not count.
 set -euo pipefail
 profile="${1:-serve}"
-pkgs=(bubblewrap g++ python3-venv)
+here="$(cd "$(dirname "$0")" && pwd)"
+# An assignment, so that set -e stops here if the table can't be read (never a silent "no toolchains").
+# shellcheck disable=SC2086 # word splitting of the language list is intended
+toolchain_list=$(python3 "$here/../sandbox/languages.py" packages ${LANGUAGES:-})
+read -r -a toolchains <<< "$toolchain_list"
+pkgs=(bubblewrap python3-venv "${toolchains[@]}")
 [[ "$profile" == test || "$profile" == ci ]] && pkgs+=(redis-server prometheus)
 [[ "$profile" == ci ]] && pkgs+=(docker.io debootstrap docker-compose python3-pip)
 

@@ -67,7 +67,8 @@ class Session(ABC):
         build_limits = replace(limits, wall_time_s=budget, cpu_time_s=budget, memory_mb=memory,
                                max_processes=max(limits.max_processes, 64), output_bytes=1 << 20)
         r = self.exec(Program(tuple(argv), env=language.environment(memory),
-                              rlimit_as=language.memory == "rlimit"), limits=build_limits)
+                              rlimit_as=language.memory == "rlimit", as_headroom_mb=language.as_headroom_mb),
+                      limits=build_limits)
         r.compile_output = (r.stderr + r.stdout).decode("utf-8", "replace")[-COMPILE_OUTPUT_CHARS:]
         if r.status != RunStatus.ok:
             why = {RunStatus.timeout: f"compiler timed out after {budget:g}s",
@@ -109,7 +110,8 @@ class Sandbox(ABC):
         if language.fork_python and self.fork_python:
             return Program(python=language.source_file(source), argv=tuple(argv or ()))
         return Program(tuple(language.run_argv(source, limits.memory_mb)) + tuple(argv or ()),
-                       env=language.environment(limits.memory_mb), rlimit_as=language.memory == "rlimit")
+                       env=language.environment(limits.memory_mb), rlimit_as=language.memory == "rlimit",
+                       as_headroom_mb=language.as_headroom_mb)
 
     def run(self, language: str, source: str, *, stdin: bytes = b"", limits: Limits | None = None,
             files: Mapping[str, bytes] | None = None, argv: list[str] | None = None) -> RunResult:

@@ -64,16 +64,22 @@ def memfd(data: bytes, readonly: bool = False) -> int:
     return fd
 
 
-def _limits_msg(limits: Limits, rlimit_as: bool, extra_procs: int = 0) -> dict:
-    return {"cpu_time_s": limits.cpu_time_s, "memory_mb": limits.memory_mb if rlimit_as else None,
+def _limits_msg(limits: Limits, rlimit_as: bool, extra_procs: int = 0, headroom_mb: int | None = None) -> dict:
+    if rlimit_as:
+        memory = limits.memory_mb
+    else:  # bounded by the cgroup; without one, by the address space plus the runtime's headroom
+        memory = limits.memory_mb + headroom_mb if headroom_mb else None
+    return {"cpu_time_s": limits.cpu_time_s, "memory_mb": memory,
             "file_size_mb": limits.file_size_mb, "nofile": NOFILE,
             # Counted in the session's user namespace: the supervisor's too.
             "nproc": limits.max_processes + 1 + extra_procs}
 
 
-def _spec(program: Program, limits: Limits, source_target: int | None = None, extra_procs: int = 0) -> dict:
+def _spec(program: Program, limits: Limits, source_target: int | None = None, extra_procs: int = 0,
+          cgroup: bool = True) -> dict:
     spec: dict = {"argv": list(program.argv), "env": dict(program.env) or None, "cwd": program.cwd,
-                  "limits": _limits_msg(limits, program.rlimit_as, extra_procs)}
+                  "limits": _limits_msg(limits, program.rlimit_as, extra_procs,
+                                        None if cgroup else program.as_headroom_mb)}
     if program.python is not None:
         spec["python"] = {"path": program.python}
     elif source_target is not None:
@@ -145,7 +151,7 @@ class FdsSession(Session):
         if self.dead or not self.hooks.alive():
             return RunResult(RunStatus.sandbox_error, detail="the sandbox session ended")
         program = Program(program.argv, program.python, program.python_source, {**self.env, **program.env},
-                          program.rlimit_as, program.cwd)
+                          program.rlimit_as, program.cwd, program.as_headroom_mb)
         streams = {1: "stdout", 2: "stderr"}
         if side_output:
             streams[4] = "side"
@@ -157,7 +163,8 @@ class FdsSession(Session):
         except SessionGone as e:
             return RunResult(RunStatus.memory_limit, detail=f"memory limit {limits.memory_mb} MB is below what the "
                                                             f"session itself uses ({e})")
-        req = dict(_spec(program, limits), op="exec", wall_time_s=limits.wall_time_s)
+        req = dict(_spec(program, limits, cgroup=self.hooks.arm is not None), op="exec",
+                   wall_time_s=limits.wall_time_s)
         outs, msg = self._run(req, "fd_targets", feeds, streams, limits)
         if msg is None:
             return self._backstop(limits, outs)

@@ -59,6 +59,8 @@ class Program:
     env: Mapping[str, str] = field(default_factory=dict)
     rlimit_as: bool = True
     cwd: str | None = None  # default: the work dir
+    # rlimit_as False and no cgroup to bound the session: RLIMIT_AS = memory_mb + this (0: none at all).
+    as_headroom_mb: int = 0
 
 
 def compiled_python(source: str, filename: str) -> bytes:

@@ -6,8 +6,9 @@
 #   deploy/base/build-base-image.sh [--force] [--mirror URL] [IMAGE_NAME]
 #
 # IMAGE_NAME defaults to reward-service-base:bookworm. The image is left alone
-# if it exists, unless --force. The Debian mirror comes from --mirror, else
-# $DEBIAN_MIRROR, else the first Debian URI in this machine's apt sources.
+# if it exists with the same package list, unless --force. The Debian mirror
+# comes from --mirror, else $DEBIAN_MIRROR, else the first Debian URI in this
+# machine's apt sources.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -16,15 +17,16 @@ IMAGE="reward-service-base:bookworm"
 FORCE=0
 MIRROR="${DEBIAN_MIRROR:-}"
 SUITE="bookworm"
-# python3 + g++: what the code sandbox runs. python3-venv, python3-pip,
-# ca-certificates: what the service images need to install the service.
-PACKAGES="python3,g++,python3-venv,python3-pip,ca-certificates"
+# PACKAGES (lib.sh): the toolchain of every language the code sandbox runs
+# (sandbox/languages.py), plus what the service images need to install the
+# service. Both the sandbox image and the service image start from here, so
+# they run the same compilers.
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --force) FORCE=1 ;;
         --mirror) MIRROR="$2"; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) IMAGE="$1" ;;
     esac
@@ -33,8 +35,9 @@ done
 
 require_docker
 
-if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    echo "$IMAGE exists; not rebuilding (use --force to rebuild)"
+PACKAGES=$(base_packages)
+if [ "$FORCE" = 0 ] && [ "$(base_image_packages "$IMAGE")" = "$PACKAGES" ]; then
+    echo "$IMAGE exists with these packages; not rebuilding (use --force to rebuild)"
     exit 0
 fi
 
@@ -81,5 +84,6 @@ tar --numeric-owner -C "$ROOTFS" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["/bin/bash"]' \
+    --change "LABEL $BASE_PACKAGES_LABEL=$PACKAGES" \
     - "$IMAGE"
 echo "built $IMAGE"
