@@ -111,7 +111,7 @@ class Sandbox(ABC):
             return Program(python=language.source_file(source), argv=tuple(argv or ()))
         return Program(tuple(language.run_argv(source, limits.memory_mb)) + tuple(argv or ()),
                        env=language.environment(limits.memory_mb), rlimit_as=language.memory == "rlimit",
-                       as_headroom_mb=language.as_headroom_mb)
+                       as_headroom_mb=language.as_headroom_mb, stack_is_memory=language.stack_is_memory)
 
     def run(self, language: str, source: str, *, stdin: bytes = b"", limits: Limits | None = None,
             files: Mapping[str, bytes] | None = None, argv: list[str] | None = None) -> RunResult:

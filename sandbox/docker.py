@@ -405,6 +405,8 @@ class DockerSession(Session):
                            "memory_mb": limits.memory_mb if program.rlimit_as else None,
                            "file_size_mb": limits.file_size_mb, "nofile": NOFILE,
                            "nproc": limits.max_processes + 1 + extra_procs}}
+        if program.stack_is_memory:
+            spec["limits"]["stack_mb"] = limits.memory_mb
         if program.python is not None:
             spec["python"] = {"path": program.python}
         elif judge:

@@ -80,6 +80,8 @@ def _spec(program: Program, limits: Limits, source_target: int | None = None, ex
     spec: dict = {"argv": list(program.argv), "env": dict(program.env) or None, "cwd": program.cwd,
                   "limits": _limits_msg(limits, program.rlimit_as, extra_procs,
                                         None if cgroup else program.as_headroom_mb)}
+    if program.stack_is_memory:
+        spec["limits"]["stack_mb"] = limits.memory_mb
     if program.python is not None:
         spec["python"] = {"path": program.python}
     elif source_target is not None:
@@ -151,7 +153,7 @@ class FdsSession(Session):
         if self.dead or not self.hooks.alive():
             return RunResult(RunStatus.sandbox_error, detail="the sandbox session ended")
         program = Program(program.argv, program.python, program.python_source, {**self.env, **program.env},
-                          program.rlimit_as, program.cwd, program.as_headroom_mb)
+                          program.rlimit_as, program.cwd, program.as_headroom_mb, program.stack_is_memory)
         streams = {1: "stdout", 2: "stderr"}
         if side_output:
             streams[4] = "side"

@@ -112,6 +112,10 @@ class Language:
     # if loosely. 0: no address-space limit at all without cgroups.
     as_headroom_mb: int = 0
     entry_point: Callable[[str], str] | None = None  # source -> {main}
+    # The stack may grow up to the memory limit (RLIMIT_STACK), as judges allow: contest solutions
+    # recurse deeply. Not for runtimes that size thread stacks by RLIMIT_STACK under an
+    # address-space limit (Python's threads would not fit), nor those managing their own stacks.
+    stack_is_memory: bool = False
     # Python runs can be a fork of the sandbox's warm supervisor instead of a new interpreter.
     fork_python: bool = False
 
@@ -155,10 +159,10 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
              packages=("python3",), requires=("python3",), fork_python=True),
     Language("c", ("c",), "main.c", ("./main",),
              compile=("gcc", "-O2", "-std=gnu11", "-pipe", "-o", "main", "main.c", "-lm"),
-             packages=("gcc", "libc6-dev"), requires=("gcc",)),
+             packages=("gcc", "libc6-dev"), requires=("gcc",), stack_is_memory=True),
     Language("cpp", ("cpp", "c++", "cc", "cxx"), "main.cpp", ("./main",),
              compile=("g++", "-O2", "-std=gnu++17", "-pipe", "-o", "main", "main.cpp"),
-             packages=("g++",), requires=("g++",)),
+             packages=("g++",), requires=("g++",), stack_is_memory=True),
     # The full JIT (no TieredStopAtLevel=1) for the program: C1-only starts ~10 ms sooner but runs
     # compute-bound solutions up to ~2x slower, which would turn accepted solutions into timeouts.
     # javac is short-lived, so it gets C1 only. -Xss64m: contest solutions recurse deeply.
@@ -189,7 +193,7 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
     Language("rust", ("rust", "rs"), "main.rs", ("./main",),
              compile=("rustc", "--edition", "2021", "-O", "-C", "codegen-units=1", "-C", "strip=symbols",
                       "-o", "main", "main.rs"),
-             packages=("rustc",), requires=("rustc",), env=_TOOL_HOME),
+             packages=("rustc",), requires=("rustc",), env=_TOOL_HOME, stack_is_memory=True),
 )}
 
 _ALIASES = {alias: lang for lang in LANGUAGES.values() for alias in lang.aliases}

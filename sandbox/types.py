@@ -61,6 +61,7 @@ class Program:
     cwd: str | None = None  # default: the work dir
     # rlimit_as False and no cgroup to bound the session: RLIMIT_AS = memory_mb + this (0: none at all).
     as_headroom_mb: int = 0
+    stack_is_memory: bool = False  # RLIMIT_STACK = the memory limit
 
 
 def compiled_python(source: str, filename: str) -> bytes:
