@@ -209,7 +209,9 @@ class DockerSandbox(Sandbox):
             network_mode="none",
             read_only=True,
             # exec: compiled C++ binaries must run from here (tmpfs defaults to noexec).
-            tmpfs={"/work": f"rw,exec,nosuid,nodev,size={c.tmpfs_mb}m,mode=1777"},
+            # /tmp too: toolchains write there (Go's build cache, rustc's and javac's temp files).
+            tmpfs={"/work": f"rw,exec,nosuid,nodev,size={c.tmpfs_mb}m,mode=1777",
+                   "/tmp": f"rw,nosuid,nodev,size={c.tmpfs_mb}m,mode=1777"},
             shm_size="16m",
             ipc_mode="private",
             mem_limit=f"{memory_mb}m",

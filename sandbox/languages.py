@@ -137,10 +137,11 @@ class Language:
     def environment(self, memory_mb: int) -> dict[str, str]:
         return {k: v.format(memory_mb=memory_mb) for k, v in self.env.items()}
 
-    def missing(self) -> list[str]:
+    def missing(self, which: Callable[[str], str | None] | None = None) -> list[str]:
         """Executables of this row not found on the sandbox's PATH (its read-only view of the host's
         /usr and /bin: a toolchain installed elsewhere, e.g. under ~/.cargo, is not there)."""
-        return [exe for exe in self.requires if shutil.which(exe, path=SANDBOX_PATH) is None]
+        which = which or (lambda exe: shutil.which(exe, path=SANDBOX_PATH))
+        return [exe for exe in self.requires if which(exe) is None]
 
 
 # Writable homes for toolchains that want one: /tmp is a size-capped tmpfs of the session.

@@ -872,7 +872,7 @@ def main(argv):
         serve_fds(int(argv[2]))
     else:
         WORK = "/work"
-        SCRATCH = ("/dev/shm", "/dev/mqueue")
+        SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
         RESET_MODES = False
         for root in (WORK,) + SCRATCH:
             try:

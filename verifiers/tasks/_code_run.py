@@ -125,7 +125,10 @@ def run_tests(mode: str, language: languages.Language, code: str, tests: list[An
                 if mode == "stdio":
                     r = _stdio(session, program, test, run_limits)
                     if checker_session is not None and r["status"] == "completed":
-                        r = _check(checker_session, checker, test, r, expected_for_checker[i])
+                        t_check = time.monotonic()
+                        r = _check(checker_session, checker, test, r, expected_for_checker[i],
+                                   min(CHECKER_TIME_S, max(5.0, 2 * timeout_s)))
+                        end += time.monotonic() - t_check  # the checker's time is not the program's
                     r.pop("_raw", None)
                 elif mode == "call":
                     r = _call(session, fn_name, test, run_limits)
@@ -241,8 +244,8 @@ def _start_checker(box, checker: Checker):
     return s, None
 
 
-def _check(s, checker: Checker, stdin: str, r: dict, answer: str) -> dict:
-    limits = Limits(wall_time_s=CHECKER_TIME_S, cpu_time_s=CHECKER_TIME_S, memory_mb=512, max_processes=16,
+def _check(s, checker: Checker, stdin: str, r: dict, answer: str, time_s: float) -> dict:
+    limits = Limits(wall_time_s=time_s, cpu_time_s=time_s, memory_mb=512, max_processes=16,
                     output_bytes=1 << 20, file_size_mb=64)
     s.put({"input.txt": stdin.encode(), "output.txt": r["_raw"], "answer.txt": answer.encode()})
     lang = checker.language

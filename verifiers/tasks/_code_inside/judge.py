@@ -91,15 +91,22 @@ def judge(spec, ep):
     used = set()
     for code in steps:
         used |= _names_used(code)
-    # Only what the test looks up and neither defines nor gets from builtins: a candidate's `abs`
-    # or `len` must never stand in for the real one in the test's own arithmetic.
-    shadowing = set(dir(_builtins)) | {"__rs_plain__", "check"}
-    ns = {k: v for k, v in offered.items() if type(k) is str and k in used and k not in shadowing}
+    call = spec.get("call")
+    # Only what the test looks up: a candidate's `abs` or `len` must never stand in for the real one
+    # in the test's own arithmetic. A builtin's name is the candidate's only when it is the one name
+    # of the candidate the test uses (MBPP's `assert sum(10, 15) == 25` tests a function named sum):
+    # then it decides nothing but its own answer.
+    builtin_names = set(dir(_builtins))
+    reserved = {"__rs_plain__"} | ({"check"} if call else set())
+    wanted = {k for k in offered if type(k) is str and k in used and k not in reserved}
+    mine = wanted - builtin_names
+    if not call and not mine and len(wanted) == 1:
+        mine = wanted
+    ns = {k: offered[k] for k in mine}
     ns.update({"__name__": "__test__", "__builtins__": _builtins, "__rs_plain__": _make_plain_operand()})
     try:
         for code in steps:
             exec(code, ns)
-        call = spec.get("call")
         if call:
             entry = offered.get(call)
             if entry is None:
