@@ -32,26 +32,10 @@ DATASET_BROKEN = {
     642: "asserts one order of tuple(set(...)) of tuples, which follows CPython's tuple hash (changed in 3.8)",
 }
 
-# The reference passes under bare CPython but not through the verifier: verifier false negatives,
-# reported to the lead (issue 9). Strict xfail, so fixing one fails here until it is removed.
-COUNTER = "returns a collections.Counter/defaultdict: the candidate's wire encodes only exact dicts, so the " \
-          "judge gets a reference and refuses it as a comparison operand"
-CHECK = "the solution's function is named `check`, a name the judge never takes from the candidate " \
-        "(reserved for HumanEval's check(candidate))"
-VERIFIER_FALSE_NEGATIVES = {
-    40: COUNTER,
-    88: COUNTER,
-    653: COUNTER,
-    902: COUNTER,
-    56: CHECK,
-    349: CHECK,
-    899: CHECK,
-    967: CHECK,
-    126: "the solution defines `sum(a, b)` and the test calls it; the judge resolves builtin names to the "
-         "builtins, never to the candidate",
-    533: "the test passes the type `int` (`str`, `float`) as an argument; types cross the wire as references, "
-         "so isinstance(x, <reference>) raises in the candidate",
-}
+# Shapes that once failed through the verifier although bare CPython passes them, now covered by
+# test_every_reference_solution_scores_one: Counter/defaultdict returns (40, 88, 653, 902), a
+# solution function named `check` (56, 349, 899, 967), one named `sum` (126), types passed as
+# arguments (533).
 
 # A slow reference (amicable_numbers_sum(9999) is quadratic: 2.5 s bare here): a larger per-test limit,
 # so CPU contention from the pool beside it can't turn a correct program into a timeout.
@@ -101,15 +85,8 @@ def test_fixture_is_all_of_mbpp():
 def test_every_reference_solution_scores_one(reference_verdicts):
     wrong = {tid: (v.reward, v.status, v.detail.get("first_failure", v.detail))
              for tid, v in reference_verdicts.items()
-             if tid not in DATASET_BROKEN and tid not in VERIFIER_FALSE_NEGATIVES
-             and (v.reward != 1.0 or v.status != "ok")}
+             if tid not in DATASET_BROKEN and (v.reward != 1.0 or v.status != "ok")}
     assert not wrong, wrong
-
-
-@pytest.mark.parametrize("task_id", sorted(VERIFIER_FALSE_NEGATIVES))
-def test_known_verifier_false_negative(task_id, reference_verdicts, request):
-    request.applymarker(pytest.mark.xfail(strict=True, reason=VERIFIER_FALSE_NEGATIVES[task_id]))
-    assert reference_verdicts[task_id].reward == 1.0
 
 
 @pytest.mark.parametrize("task_id", sorted(DATASET_BROKEN))

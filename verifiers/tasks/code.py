@@ -12,6 +12,7 @@ import ast
 import functools
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -223,7 +224,9 @@ def _python_syntax_error(code: str) -> str | None:
     """Python's own verdict on the source, before any sandbox time is spent on it. Only the
     compiler runs here (no code of the solution), bounded by the scoring worker's limits."""
     try:
-        compile(code, "solution.py", "exec", dont_inherit=True)
+        with warnings.catch_warnings():  # the program's own business (invalid escapes and such)
+            warnings.simplefilter("ignore")
+            compile(code, "solution.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as e:
         return f"{type(e).__name__}: {e}"
     except (RecursionError, MemoryError) as e:
