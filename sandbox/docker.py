@@ -135,10 +135,12 @@ def _answer(warm: _Warm) -> bytes | None:
     return answer
 
 
-def _cgroup_for(limits: Limits) -> tuple[int, int]:
-    """(memory MB, pids) for a container running one session under ``limits``: the
-    program's budget plus the supervisor (PID 1) and, for assert tests, a judge beside it."""
-    return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 3
+def _cgroup_for(limits: Limits, judge: bool = False) -> tuple[int, int]:
+    """(memory MB, pids) for a container running one run under ``limits``: the program's budget
+    plus the supervisor (PID 1) and, beside a candidate, its judge."""
+    if judge:
+        return limits.memory_mb + MEMORY_OVERHEAD_MB + 64, limits.max_processes + 2
+    return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 1
 
 
 def _valid_name(name: str) -> bool:
@@ -308,9 +310,9 @@ class DockerSandbox(Sandbox):
                 last_error = f"{type(e).__name__}: {e}"
         raise RuntimeError(f"docker engine error: {last_error}")
 
-    def _fit_cgroup(self, warm: _Warm, limits: Limits) -> None:
+    def _fit_cgroup(self, warm: _Warm, limits: Limits, judge: bool = False) -> None:
         """Session-wide memory and process limits live in the container's cgroup; retune only on change."""
-        want = _cgroup_for(limits)
+        want = _cgroup_for(limits, judge)
         if warm.cgroup == want:
             return
         memory = want[0] << 20
@@ -450,7 +452,7 @@ class DockerSession(Session):
             r = self._gone(self._failure, limits)
             return PairResult(r, r)
         try:
-            self._fit(limits)
+            self._fit(limits, judge=True)
             self._send(req)
             # The judge's input goes in a frame of its own, after the candidate has been forked.
             self._send({"spec_b64": base64.b64encode(judge_input).decode()})
@@ -483,9 +485,9 @@ class DockerSession(Session):
 
     # -- internals --------------------------------------------------------
 
-    def _fit(self, limits: Limits) -> None:
+    def _fit(self, limits: Limits, judge: bool = False) -> None:
         try:
-            self.box._fit_cgroup(self.warm, limits)
+            self.box._fit_cgroup(self.warm, limits, judge)
         except Exception as e:  # noqa: BLE001 - the engine refused (e.g. usage above the new limit)
             log.debug("docker sandbox: cgroup not retuned: %s", e)
 

@@ -83,7 +83,7 @@ def test_fixture_is_all_of_mbpp():
 
 
 def test_every_reference_solution_scores_one(reference_verdicts):
-    wrong = {tid: (v.reward, v.status, v.detail.get("first_failure", v.detail))
+    wrong = {tid: (v.reward, v.status, v.detail.get("error") or v.detail.get("first_failure", v.detail))
              for tid, v in reference_verdicts.items()
              if tid not in DATASET_BROKEN and (v.reward != 1.0 or v.status != "ok")}
     assert not wrong, wrong

@@ -368,7 +368,8 @@ def test_environment_holds_no_secrets(sandbox, monkeypatch):
     assert leaked == "False"
 
 
-def test_root_filesystem_is_read_only_outside_the_work_dir(sandbox):
+def test_root_filesystem_is_read_only_outside_the_work_dir_and_tmp(sandbox):
+    # /tmp is a size-limited tmpfs of the container (toolchains write there), wiped after every run.
     probe = (
         "for path in ('/etc/evil', '/tmp/evil', '/usr/bin/evil', '/evil', 'ok-here'):\n"
         "    try:\n"
@@ -379,7 +380,9 @@ def test_root_filesystem_is_read_only_outside_the_work_dir(sandbox):
     )
     r = run_py(sandbox, probe)
     assert r.stdout.decode().splitlines() == [
-        "/etc/evil denied", "/tmp/evil denied", "/usr/bin/evil denied", "/evil denied", "ok-here written"]
+        "/etc/evil denied", "/tmp/evil written", "/usr/bin/evil denied", "/evil denied", "ok-here written"]
+    after = run_py(sandbox, "import os\nprint(os.listdir('/tmp'))")
+    assert after.stdout == b"[]\n", after
 
 
 def test_no_docker_socket_inside(sandbox):

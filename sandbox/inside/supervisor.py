@@ -59,6 +59,9 @@ PRELOAD = ("marshal", "resource", "select", "_json", "_signal", "_ctypes", "subp
            "statistics", "dataclasses", "enum", "array", "struct", "hashlib", "threading")
 
 CONTAINED = True  # PID 1 of our own pid namespace; False for the unsafe backend
+# RLIMIT_NPROC counts a uid's processes in its user namespace: ours alone under bwrap, but every
+# container's under docker (no user namespace), where the container's pids cgroup bounds them.
+NPROC_LIMIT = True
 WORK = "/box"
 SCRATCH = ("/tmp", "/dev/shm")
 MAX_FDS_PER_MESSAGE = 60
@@ -263,8 +266,9 @@ def _set_limits(lim):
     if lim.get("memory_mb"):  # None: the cgroup (and the runtime's own flag) bound memory
         pairs.append((resource.RLIMIT_AS, (lim["memory_mb"] << 20,) * 2))
     if CONTAINED:
-        pairs += [(resource.RLIMIT_NPROC, (lim["nproc"],) * 2), (resource.RLIMIT_MEMLOCK, (0, 0)),
-                  (resource.RLIMIT_MSGQUEUE, (0, 0))]
+        pairs += [(resource.RLIMIT_MEMLOCK, (0, 0)), (resource.RLIMIT_MSGQUEUE, (0, 0))]
+    if NPROC_LIMIT:
+        pairs.append((resource.RLIMIT_NPROC, (lim["nproc"],) * 2))
     if lim.get("stack_mb"):
         pairs.append((resource.RLIMIT_STACK, (lim["stack_mb"] << 20,) * 2))
     for res, value in pairs:
@@ -849,7 +853,7 @@ def _stream_pipes(targets, feeds_b64):
 
 
 def main(argv):
-    global CONTAINED, WORK, SCRATCH, RESET_MODES
+    global CONTAINED, WORK, SCRATCH, RESET_MODES, NPROC_LIMIT
     mode = argv[1] if len(argv) > 1 else "stream"
     # Not dumpable: programs (same uid) can't ptrace us or open /proc/<us>/fd to forge answers.
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -857,7 +861,7 @@ def main(argv):
     if mode == "fds":
         WORK = argv[3] if len(argv) > 3 else "/box"
         if len(argv) > 4 and argv[4] == "unsafe":
-            CONTAINED = False
+            CONTAINED = NPROC_LIMIT = False
             SCRATCH = ()
             try:
                 os.setsid()
@@ -874,6 +878,7 @@ def main(argv):
         WORK = "/work"
         SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
         RESET_MODES = False
+        NPROC_LIMIT = False
         for root in (WORK,) + SCRATCH:
             try:
                 _modes[root] = os.stat(root).st_mode & 0o7777

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import logging
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from verifiers.tasks._code_compare import stdout_matches, value_matches
 from verifiers.tasks._code_run import Checker, run_tests
 
 PYTHON_ONLY_FORMATS = ("call", "assert")
+log = logging.getLogger(__name__)
 MAX_TOTAL_TIMEOUT_S = 40.0
 # The executor's kill: the slowest build budget + the total test budget + slack stays below it.
 TASK_TIMEOUT_S = max(lang.compile_time_s for lang in languages.LANGUAGES.values()) + MAX_TOTAL_TIMEOUT_S + 10.0
@@ -252,9 +254,16 @@ def _judge(suite: Suite, code: str, lang: languages.Language, options: CodeOptio
     def stop(i: int, r: dict) -> bool:
         return halt and _test_status(suite, i, r, options) != "passed"
 
-    ran = run_tests(suite.mode, lang, code, tests, fn_name=suite.fn_name,
-                    expected_for_checker=suite.expected if suite.checker else None, checker=suite.checker,
-                    timeout_s=options.test_timeout_s, memory_mb=options.memory_mb, budget_s=budget, stop=stop)
+    def attempt():
+        return run_tests(suite.mode, lang, code, tests, fn_name=suite.fn_name,
+                         expected_for_checker=suite.expected if suite.checker else None, checker=suite.checker,
+                         timeout_s=options.test_timeout_s, memory_mb=options.memory_mb, budget_s=budget, stop=stop)
+
+    ran = attempt()
+    if ran.error and not (ran.compile is not None and ran.compile.status.value != "ok"):
+        # The sandbox failed, not the program: once more in a fresh session before answering `error`.
+        log.warning("code item: sandbox failure (%s); retrying once in a fresh session", ran.error)
+        ran = attempt()
     detail: dict[str, Any] = {"language": lang.name, "format": suite.mode, "passed": 0, "total": len(suite),
                               "sandbox": {"backend": sandbox.get_sandbox().name,
                                           "status": "error" if ran.error else "ok",
