@@ -39,13 +39,14 @@ class Session(ABC):
 
     @abstractmethod
     def exec(self, program: Program, *, stdin: bytes = b"", limits: Limits,
-             side_input: bytes | None = None, side_output: bool = False) -> RunResult:
+             side_input: bytes | None = None, side_output: bool = False, last: bool = False) -> RunResult:
         """Run ``program`` to its end under ``limits``. ``side_input`` is readable on descriptor 3,
-        and with ``side_output`` what it writes on descriptor 4 comes back as ``side_output``."""
+        and with ``side_output`` what it writes on descriptor 4 comes back as ``side_output``.
+        ``last``: nothing more runs in this session (its closing wipe goes with this run)."""
 
     @abstractmethod
     def pair(self, judge: Program, candidate: Program, *, judge_input: bytes, limits: Limits,
-             judge_limits: Limits) -> PairResult:
+             judge_limits: Limits, last: bool = False) -> PairResult:
         """Run a trusted ``judge`` beside an untrusted ``candidate``, joined by a socket on
         descriptor 3 of each. The judge reads ``judge_input`` on descriptor 4 (no other process
         of the session can), writes its report on descriptor 1, and stays out of the candidate's
@@ -156,7 +157,7 @@ class Sandbox(ABC):
                 return built
             compile_output = built.compile_output
             compile_time = built.wall_time_s
-        r = s.exec(self.program(lang, source, limits, argv), stdin=stdin, limits=limits)
+        r = s.exec(self.program(lang, source, limits, argv), stdin=stdin, limits=limits, last=True)
         r.compile_output = compile_output
         if lang.compile is not None:
             r.extra["compile_time_s"] = compile_time

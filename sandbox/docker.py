@@ -57,7 +57,7 @@ OWNER_LABEL = "reward-service.sandbox-owner"
 SUPERVISOR_SOURCE = (Path(__file__).parent / "inside" / "supervisor.py").read_text()
 # The runner (PID 1, ~10 MB) and the program's stdin file on the tmpfs live in
 # the same memory cgroup as the program.
-MEMORY_OVERHEAD_MB = 32
+MEMORY_OVERHEAD_MB = 64
 RUNNER_ENV = {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"}
 NOFILE = 256
 GRACE_S = 5.0  # runner start + cleanup, on top of the limits, before the host steps in
@@ -136,10 +136,10 @@ def _answer(warm: _Warm) -> bytes | None:
 
 
 def _cgroup_for(limits: Limits, judge: bool = False) -> tuple[int, int]:
-    """(memory MB, pids) for a container running one run under ``limits``: the program's budget
-    plus the supervisor (PID 1) and, beside a candidate, its judge."""
-    if judge:
-        return limits.memory_mb + MEMORY_OVERHEAD_MB + 64, limits.max_processes + 2
+    """(memory MB, pids) for a container running one run under ``limits``: the program's budget plus
+    the supervisor (PID 1). The same for a judge beside a candidate (a pair's judge takes one of the
+    candidate's processes and lives in the overhead's memory), so alternating runs of one item never
+    cost an engine call to retune the cgroup."""
     return limits.memory_mb + MEMORY_OVERHEAD_MB, limits.max_processes + 1
 
 
@@ -346,6 +346,7 @@ class DockerSession(Session):
         self.dead = self.dirty = False
         self._closed = False
         self._failure: Exception | None = None  # what broke the session; every later run reports it
+        self.wiped: bool | None = None  # the last run carried the closing wipe: was it clean
         self._env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/work", "LANG": "C.UTF-8"}
 
     # -- transport --------------------------------------------------------
@@ -418,7 +419,7 @@ class DockerSession(Session):
         return spec
 
     def exec(self, program: Program, *, stdin: bytes = b"", limits: Limits,
-             side_input: bytes | None = None, side_output: bool = False) -> RunResult:
+             side_input: bytes | None = None, side_output: bool = False, last: bool = False) -> RunResult:
         targets = [0, 1, 2]
         feeds = {"0": base64.b64encode(stdin).decode()}
         if side_input is not None:
@@ -427,7 +428,7 @@ class DockerSession(Session):
         if side_output:
             targets.append(4)
         req = dict(self._spec(program, limits), op="exec", fd_targets=targets, feeds_b64=feeds,
-                   wall_time_s=limits.wall_time_s, output_bytes=limits.output_bytes)
+                   wall_time_s=limits.wall_time_s, output_bytes=limits.output_bytes, then_reset=last)
         if self._failure is not None:
             return self._gone(self._failure, limits)
         try:
@@ -437,12 +438,15 @@ class DockerSession(Session):
         except _Gone as e:
             return self._gone(e, limits)
         out = {k: base64.b64decode(v) for k, v in msg.get("outputs", {}).items()}
+        if last:
+            self.wiped = bool(msg.get("clean")) and "error" not in msg
         return self._result(msg.get("main", {}), msg, limits, out.get("1", b""), out.get("2", b""),
                             side_output=out.get("4", b""))
 
     def pair(self, judge: Program, candidate: Program, *, judge_input: bytes, limits: Limits,
-             judge_limits: Limits) -> PairResult:
+             judge_limits: Limits, last: bool = False) -> PairResult:
         req = {"op": "pair", "wall_time_s": limits.wall_time_s, "output_bytes": limits.output_bytes,
+               "then_reset": last,
                "judge": self._spec(Program(judge.argv, None, None, judge.env, judge.rlimit_as, judge.cwd or "/"),
                                    judge_limits, extra_procs=limits.max_processes + 1, judge=True),
                "candidate": self._spec(candidate, limits, extra_procs=2),
@@ -461,6 +465,8 @@ class DockerSession(Session):
             r = self._gone(e, limits)
             return PairResult(r, r)
         out = {k: base64.b64decode(v) for k, v in msg.get("outputs", {}).items()}
+        if last:
+            self.wiped = bool(msg.get("clean")) and "error" not in msg
         cand = self._result(msg.get("candidate", {}), msg, limits, out.get("candidate:1", b""),
                             out.get("candidate:2", b""))
         jr = self._result(msg.get("judge", {}), dict(msg, over_output=False, oom_killed=False), judge_limits, b"",
@@ -472,7 +478,9 @@ class DockerSession(Session):
             return
         self._closed = True
         clean = False
-        if not self.dead:
+        if self.wiped is not None:
+            clean = self.wiped and not self.dirty and not self.dead
+        elif not self.dead:
             try:
                 self._send({"op": "reset"})
                 clean = bool(self._recv(30.0).get("clean")) and not self.dirty

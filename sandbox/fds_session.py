@@ -98,6 +98,8 @@ class FdsSession(Session):
         self.dead = False
         self.dirty = False  # not provably clean after a run: retire instead of reuse
         self.runs = 0
+        self._pending: dict[str, bytes] = {}  # files for the next run's request
+        self.wiped: bool | None = None  # the last run carried the session's closing wipe: was it clean
 
     # -- protocol ----------------------------------------------------------------------
 
@@ -135,6 +137,11 @@ class FdsSession(Session):
     # -- Session -----------------------------------------------------------------------
 
     def put(self, files: Mapping[str, bytes]) -> None:
+        # A few files wait and ride along with the next run's request (one round trip, not two).
+        if len(files) + len(self._pending) <= FILES_PER_MESSAGE:
+            self._pending.update(files)
+            return
+        self._flush_files()
         names = list(files)
         for i in range(0, len(names), FILES_PER_MESSAGE):
             part = names[i:i + FILES_PER_MESSAGE]
@@ -148,8 +155,25 @@ class FdsSession(Session):
             if "error" in msg:
                 raise SessionGone(f"could not place files: {msg['error']}")
 
+    def _flush_files(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            self.put(pending) if len(pending) > FILES_PER_MESSAGE else self._put_now(pending)
+
+    def _put_now(self, files: Mapping[str, bytes]) -> None:
+        names = list(files)
+        fds = [memfd(files[n]) for n in names]
+        try:
+            self._send({"op": "put", "names": names}, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        msg = self._recv(30.0)
+        if "error" in msg:
+            raise SessionGone(f"could not place files: {msg['error']}")
+
     def exec(self, program: Program, *, stdin: bytes = b"", limits: Limits,
-             side_input: bytes | None = None, side_output: bool = False) -> RunResult:
+             side_input: bytes | None = None, side_output: bool = False, last: bool = False) -> RunResult:
         if self.dead or not self.hooks.alive():
             return RunResult(RunStatus.sandbox_error, detail="the sandbox session ended")
         program = Program(program.argv, program.python, program.python_source, {**self.env, **program.env},
@@ -166,15 +190,17 @@ class FdsSession(Session):
             return RunResult(RunStatus.memory_limit, detail=f"memory limit {limits.memory_mb} MB is below what the "
                                                             f"session itself uses ({e})")
         req = dict(_spec(program, limits, cgroup=self.hooks.arm is not None), op="exec",
-                   wall_time_s=limits.wall_time_s)
+                   wall_time_s=limits.wall_time_s, then_reset=last)
         outs, msg = self._run(req, "fd_targets", feeds, streams, limits)
         if msg is None:
             return self._backstop(limits, outs)
+        if last:
+            self.wiped = bool(msg.get("clean")) and "error" not in msg
         return self._result(msg["main"], msg, limits, outs.get("stdout", b""), outs.get("stderr", b""),
                             side_output=outs.get("side", b""))
 
     def pair(self, judge: Program, candidate: Program, *, judge_input: bytes, limits: Limits,
-             judge_limits: Limits) -> PairResult:
+             judge_limits: Limits, last: bool = False) -> PairResult:
         if self.dead or not self.hooks.alive():
             dead = RunResult(RunStatus.sandbox_error, detail="the sandbox session ended")
             return PairResult(dead, dead)
@@ -188,7 +214,7 @@ class FdsSession(Session):
             r = RunResult(RunStatus.memory_limit, detail=f"memory limit {limits.memory_mb} MB is below what the "
                                                          f"session itself uses ({e})")
             return PairResult(r, r)
-        req = {"op": "pair", "wall_time_s": limits.wall_time_s,
+        req = {"op": "pair", "wall_time_s": limits.wall_time_s, "then_reset": last,
                "judge": _spec(judge, judge_limits, source_target=5, extra_procs=limits.max_processes + 1),
                "candidate": _spec(candidate, limits, extra_procs=2)}
         feeds = {"judge": {0: None, 4: judge_input, 5: judge.python_source or b""},
@@ -201,6 +227,8 @@ class FdsSession(Session):
         if "error" in msg:
             r = RunResult(RunStatus.sandbox_error, detail=f"supervisor: {msg['error']}"[:500])
             return PairResult(r, r)
+        if last:
+            self.wiped = bool(msg.get("clean"))
         cand = self._result(msg["candidate"], msg, limits, outs.get("stdout", b""), outs.get("stderr", b""))
         # The judge is judged by its own facts only: the candidate's limits fired on the candidate.
         jmsg = dict(msg, over_output=False)
@@ -212,11 +240,26 @@ class FdsSession(Session):
 
     def reset(self) -> bool:
         """Kill and wipe everything of the runs so far; True if the session is provably clean."""
+        if self.wiped is not None:
+            return self.wiped and not self.dirty
+        return self.start_reset() and self.finish_reset()
+
+    def start_reset(self) -> bool:
+        """Ask for the wipe without waiting for it (``finish_reset`` reads the answer)."""
+        self._pending = {}
+        if self.wiped is not None:  # done already, with the last run
+            return False
         if self.dead or not self.hooks.alive():
             return False
         try:
             self._send({"op": "reset"})
-            return bool(self._recv(30.0).get("clean")) and not self.dirty
+            return True
+        except SessionGone:
+            return False
+
+    def finish_reset(self, timeout_s: float = 30.0) -> bool:
+        try:
+            return bool(self._recv(timeout_s).get("clean")) and not self.dirty
         except SessionGone:
             return False
 
@@ -270,6 +313,11 @@ class FdsSession(Session):
                     ours_r[r] = (name, bytearray())
                     targets.append(target)
                 req[key] = targets
+            if self._pending:  # files ride along: their fds lead the message
+                names = list(self._pending)
+                child = [memfd(self._pending[n]) for n in names] + child
+                req["put"] = names
+                self._pending = {}
             self._send(req, child)
             for fd in child:
                 os.close(fd)

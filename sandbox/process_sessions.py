@@ -58,6 +58,7 @@ class Live:
     runs: int = 0
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
+    reset_pending: bool = False  # a wipe was asked for; its answer is still to be read
 
     def alive(self) -> bool:
         if self.outer_pidfd < 0 or self.closed:
@@ -118,7 +119,13 @@ class ProcessSession(FdsSession):
             return
         self._closed = True
         self.live.runs += self.runs
-        keep = self.warm and not self.dead and not self.dirty and self.reset()
+        # The wipe runs while the caller goes on with its result; whoever takes the session next
+        # reads its answer first (and gets another session if it was not clean).
+        if self.wiped is not None:  # the last run carried the wipe
+            keep, self.live.reset_pending = self.warm and not self.dead and not self.dirty and self.wiped, False
+        else:
+            keep = self.warm and not self.dead and not self.dirty and self.start_reset()
+            self.live.reset_pending = keep
         self.pool.give_back(self.live, keep)
 
 
@@ -163,8 +170,16 @@ class SessionPool:
             self._destroy(s)
 
     def session(self, tmpfs_bytes: int, timeout_s: float | None = None) -> ProcessSession:
-        live = self._take(tmpfs_bytes, timeout_s)
-        return ProcessSession(self, live, self._env, self.warm)
+        while True:
+            live = self._take(tmpfs_bytes, timeout_s)
+            session = ProcessSession(self, live, self._env, self.warm)
+            if not live.reset_pending:
+                return session
+            live.reset_pending = False
+            if session.finish_reset():
+                return session
+            session._closed = True
+            self._destroy(live)  # not provably clean after its last item: never reused
 
     # -- taking and giving back --------------------------------------------------------------
 

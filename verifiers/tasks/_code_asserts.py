@@ -1,11 +1,13 @@
 """Preparing assert-based test code (HumanEval, MBPP) before it enters the sandbox.
 
-Done here, in the trusted service, so the in-sandbox harness needn't import
-``ast`` on every run.
+Done here, in the trusted service, once per distinct test (GRPO groups share
+theirs): the comparisons are rewritten and the result compiled, so the judge
+in the sandbox loads a code object instead of parsing and compiling source.
 """
 from __future__ import annotations
 
 import ast
+import marshal
 
 from verifiers.base import InvalidInput
 
@@ -26,22 +28,27 @@ class _PlainCompare(ast.NodeTransformer):
             if all(identity[max(i - 1, 0): i + 1]):
                 wrapped.append(operand)
             else:
-                wrapped.append(ast.copy_location(ast.Call(ast.Name(PLAIN, ast.Load()), [operand], []), operand))
+                name = ast.copy_location(ast.Name(PLAIN, ast.Load()), operand)
+                wrapped.append(ast.copy_location(ast.Call(name, [operand], []), operand))
         node.left, node.comparators = wrapped[0], wrapped[1:]
         return node
 
 
-def prepare(source: str, what: str) -> tuple[str, set[str]]:
-    """Test source with comparisons sanitized, and the top-level modules it imports."""
+def rewrite(source: str, what: str) -> ast.Module:
+    """The test's syntax tree with every comparison's operands passed through ``__rs_plain__``."""
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
         raise InvalidInput(f"{what} is not valid Python: {e}") from None
-    imports: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imports.update(a.name for a in node.names if "." not in a.name)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and "." not in node.module:
-            imports.add(node.module)
-    tree = ast.fix_missing_locations(_PlainCompare().visit(tree))
-    return ast.unparse(tree), imports
+    # Every node the transformer adds carries its operand's location: no fix_missing_locations pass.
+    return _PlainCompare().visit(tree)
+
+
+def prepare(source: str, what: str) -> bytes:
+    """The rewritten test, compiled and marshalled for the judge (``test`` names its frames)."""
+    return marshal.dumps(compile(rewrite(source, what), "test", "exec", dont_inherit=True))
+
+
+def prepared_source(source: str, what: str) -> str:
+    """The rewritten test as source, for a sandbox whose Python can't load our bytecode."""
+    return ast.unparse(ast.fix_missing_locations(rewrite(source, what)))

@@ -122,8 +122,9 @@ def run_tests(mode: str, language: languages.Language, code: str, tests: list[An
                     out.tests.append({"status": "not_run", "error": why})
                     continue
                 run_limits = replace(limits, wall_time_s=min(timeout_s, left))
+                last = i == len(tests) - 1
                 if mode == "stdio":
-                    r = _stdio(session, program, test, run_limits)
+                    r = _stdio(session, program, test, run_limits, last)
                     if checker_session is not None and r["status"] == "completed":
                         t_check = time.monotonic()
                         r = _check(checker_session, checker, test, r, expected_for_checker[i],
@@ -131,9 +132,9 @@ def run_tests(mode: str, language: languages.Language, code: str, tests: list[An
                         end += time.monotonic() - t_check  # the checker's time is not the program's
                     r.pop("_raw", None)
                 elif mode == "call":
-                    r = _call(session, fn_name, test, run_limits)
+                    r = _call(session, fn_name, test, run_limits, last)
                 else:
-                    r = _assert(session, test, run_limits)
+                    r = _assert(session, test, run_limits, last, reput=lambda: session.put(files))
                 output_total += len(r.get("stdout", "")) + len(r.get("value_json", ""))
                 out.tests.append(r)
                 if r["status"] == "sandbox_error":
@@ -161,8 +162,8 @@ def _base(r: RunResult) -> dict:
     return d
 
 
-def _stdio(session, program: Program, stdin: str, limits: Limits) -> dict:
-    r = session.exec(program, stdin=stdin.encode(), limits=limits)
+def _stdio(session, program: Program, stdin: str, limits: Limits, last: bool = False) -> dict:
+    r = session.exec(program, stdin=stdin.encode(), limits=limits, last=last)
     d = _base(r)
     if "status" not in d:
         d["status"] = "completed"
@@ -171,8 +172,8 @@ def _stdio(session, program: Program, stdin: str, limits: Limits) -> dict:
     return d
 
 
-def _call(session, fn_name: str, args: list, limits: Limits) -> dict:
-    r = session.exec(Program(python="call.py"), limits=limits, side_output=True,
+def _call(session, fn_name: str, args: list, limits: Limits, last: bool = False) -> dict:
+    r = session.exec(Program(python="call.py"), limits=limits, side_output=True, last=last,
                      side_input=json.dumps({"fn": fn_name, "args": args}).encode())
     d = _base(r)
     if "status" in d:
@@ -184,11 +185,24 @@ def _call(session, fn_name: str, args: list, limits: Limits) -> dict:
     return dict(d, status="completed", value_json=r.side_output.decode("utf-8", "replace"))
 
 
-def _assert(session, spec: dict, limits: Limits) -> dict:
+def _assert(session, spec: dict, limits: Limits, last: bool = False, reput=None) -> dict:
     judge_limits = Limits(wall_time_s=limits.wall_time_s + 1, cpu_time_s=limits.wall_time_s + 2,
                           memory_mb=JUDGE_MEMORY_MB, max_processes=8, output_bytes=1 << 20, file_size_mb=1)
+    source = spec.get("source")
+    wire_spec = {k: v for k, v in spec.items() if k != "source"}
     p = session.pair(Program(python_source=JUDGE_SOURCE), Program(python="candidate.py"),
-                     judge_input=json.dumps(spec).encode(), limits=limits, judge_limits=judge_limits)
+                     judge_input=json.dumps(wire_spec).encode(), limits=limits, judge_limits=judge_limits,
+                     last=last)
+    if p.report and b'"need_source"' in p.report and callable(source):
+        # The sandbox's Python can't load our bytecode: the same test as source.
+        if last and reput is not None:
+            reput()  # that pair was the session's last: its wipe took the files
+        wire_spec = {k: v for k, v in wire_spec.items() if k not in ("code", "magic")}
+        wire_spec["steps"] = source()
+        session.wiped = None
+        p = session.pair(Program(python_source=JUDGE_SOURCE), Program(python="candidate.py"),
+                         judge_input=json.dumps(wire_spec).encode(), limits=limits, judge_limits=judge_limits,
+                         last=last)
     cand = p.candidate
     d = {"time_s": round(cand.wall_time_s, 4), "cpu_s": round(cand.cpu_time_s, 4)}
     if p.judge.status == RunStatus.sandbox_error or cand.status == RunStatus.sandbox_error:

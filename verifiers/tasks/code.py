@@ -9,7 +9,9 @@ Languages come from the sandbox's language table (``sandbox/languages.py``).
 from __future__ import annotations
 
 import ast
+import base64
 import functools
+import importlib.util
 import json
 import logging
 import sys
@@ -24,11 +26,12 @@ from sandbox import languages
 from verifiers.base import InvalidInput, TaskOptions, Verdict, json_object
 from verifiers.extract import ThinkMode, last_code_block, strip_thinking
 from verifiers.registry import register
-from verifiers.tasks._code_asserts import prepare
+from verifiers.tasks._code_asserts import prepare, prepared_source
 from verifiers.tasks._code_compare import stdout_matches, value_matches
 from verifiers.tasks._code_run import Checker, run_tests
 
 PYTHON_ONLY_FORMATS = ("call", "assert")
+MAGIC = importlib.util.MAGIC_NUMBER.hex()  # our bytecode's; a judge on another Python asks for source
 log = logging.getLogger(__name__)
 MAX_TOTAL_TIMEOUT_S = 40.0
 # The executor's kill: the slowest build budget + the total test budget + slack stays below it.
@@ -113,9 +116,9 @@ def _setup(gt: dict) -> str:
 
 
 @functools.lru_cache(maxsize=2048)  # GRPO groups share their ground truth
-def _parse_python(source: str, what: str) -> tuple[str, frozenset[str]]:
-    prepared, imports = prepare(source, what)
-    return prepared, frozenset(imports)
+def _parse_python(source: str, what: str) -> str:
+    """The test rewritten and compiled, as base64 marshal data for the judge."""
+    return base64.b64encode(prepare(source, what)).decode()
 
 
 def _io_suite(gt: dict) -> Suite:
@@ -244,9 +247,11 @@ def _judge(suite: Suite, code: str, lang: languages.Language, options: CodeOptio
                                        "reason": "compile error", "compile_output": _clip(error, 2000)})
     budget = min(options.total_timeout_s, len(suite) * (options.test_timeout_s + 0.5))
     if suite.mode == "assert":
-        tests = [{"steps": [_parse_python(part, what)[0] for part, what in ((a["setup"], "test_setup_code"),
-                                                                           (a["code"], "test")) if part],
-                  "call": a["call"], "name": str(i)} for i, a in enumerate(suite.asserts)]
+        parts = [[(part, what) for part, what in ((a["setup"], "test_setup_code"), (a["code"], "test")) if part]
+                 for a in suite.asserts]
+        tests = [{"code": [_parse_python(part, what) for part, what in p], "magic": MAGIC,
+                  "source": lambda p=p: [prepared_source(part, what) for part, what in p],
+                  "call": a["call"], "name": str(i)} for i, (a, p) in enumerate(zip(suite.asserts, parts))]
     else:
         tests = suite.inputs
     halt = options.stop_on_first_failure or options.all_or_nothing
