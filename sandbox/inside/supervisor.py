@@ -273,6 +273,9 @@ def _python_signals():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+_HARD = {}  # resource -> the session's hard limit, inherited by every child
+
+
 def _set_limits(lim):
     cpu = max(1, int(lim["cpu_time_s"] + 0.999))
     pairs = [(resource.RLIMIT_CPU, (cpu, cpu + 1)),
@@ -288,7 +291,9 @@ def _set_limits(lim):
     if lim.get("stack_mb"):
         pairs.append((resource.RLIMIT_STACK, (lim["stack_mb"] << 20,) * 2))
     for res, value in pairs:
-        soft, hard = resource.getrlimit(res)
+        hard = _HARD.get(res)
+        if hard is None:
+            hard = _HARD[res] = resource.getrlimit(res)[1]  # the session's, fixed: read once
         if hard != resource.RLIM_INFINITY and value[1] > hard:
             value = (min(value[0], hard), hard)
         resource.setrlimit(res, value)
@@ -306,13 +311,14 @@ def _become(spec, fds, judge):
         moved = {t: os.dup(fds[t]) for t in targets}
         for t in targets:
             os.dup2(moved[t], t, inheritable=True)
-        keep = set(targets)
-        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
-            if fd not in keep:
+        top = max(targets) if targets else -1
+        for fd in range(top + 1):  # the few low descriptors that are not the run's
+            if fd not in fds:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
+        os.closerange(top + 1, 1 << 20)  # close_range(2): everything above, in one call
         os.chdir(spec.get("cwd") or WORK)
         _set_limits(spec["limits"])
         if not judge:
@@ -714,6 +720,10 @@ def _wakeup_pipe():
     signal.set_wakeup_fd(w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     _find_changed_signals()
+    for res in (resource.RLIMIT_CPU, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_CORE,
+                resource.RLIMIT_AS, resource.RLIMIT_NPROC, resource.RLIMIT_MEMLOCK, resource.RLIMIT_MSGQUEUE,
+                resource.RLIMIT_STACK):
+        _HARD[res] = resource.getrlimit(res)[1]
     return r
 
 
