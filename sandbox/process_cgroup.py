@@ -177,6 +177,12 @@ class SlotCgroup(ABC):
     _oom_before = 0
     _pids_before = 0
 
+    def rearm(self) -> None:
+        """Counters for another run under the limits already armed (no limit written again)."""
+        self._oom_before = self.oom_kills()
+        self._pids_before = self.pids_refused()
+        self.restart_counters()
+
     def oom_killed(self) -> bool:
         return self.oom_kills() > self._oom_before
 

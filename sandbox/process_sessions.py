@@ -97,8 +97,18 @@ class ProcessSession(FdsSession):
 
     def __init__(self, pool: "SessionPool", live: Live, env: dict, warm: bool) -> None:
         cg = live.slot.cgroup
-        hooks = Hooks(kill=live.stop, alive=live.alive,
-                      arm=(lambda mem, pids: cg.arm_run(mem, pids)) if cg is not None else None,
+        armed: list = [None]  # the (memory, pids) the slot's cgroup holds now
+
+        def arm(mem: int, pids: int) -> None:
+            # Tests of one item run under the same limits: write them once, reset counters per run.
+            if armed[0] == (mem, pids):
+                cg.rearm()
+                return
+            armed[0] = None
+            cg.arm_run(mem, pids)
+            armed[0] = (mem, pids)
+
+        hooks = Hooks(kill=live.stop, alive=live.alive, arm=arm if cg is not None else None,
                       usage=cg.usage if cg is not None else None,
                       extra=lambda: self._extra(),
                       overhead_pids=2)  # the outer bwrap and the supervisor
