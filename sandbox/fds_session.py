@@ -141,24 +141,11 @@ class FdsSession(Session):
         if len(files) + len(self._pending) <= FILES_PER_MESSAGE:
             self._pending.update(files)
             return
-        self._flush_files()
+        files = {**self._pending, **files}
+        self._pending = {}
         names = list(files)
         for i in range(0, len(names), FILES_PER_MESSAGE):
-            part = names[i:i + FILES_PER_MESSAGE]
-            fds = [memfd(files[n]) for n in part]
-            try:
-                self._send({"op": "put", "names": part}, fds)
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            msg = self._recv(30.0)
-            if "error" in msg:
-                raise SessionGone(f"could not place files: {msg['error']}")
-
-    def _flush_files(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            self.put(pending) if len(pending) > FILES_PER_MESSAGE else self._put_now(pending)
+            self._put_now({n: files[n] for n in names[i:i + FILES_PER_MESSAGE]})
 
     def _put_now(self, files: Mapping[str, bytes]) -> None:
         names = list(files)

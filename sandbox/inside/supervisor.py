@@ -905,24 +905,20 @@ def main(argv):
                 os.setsid()
             except OSError:
                 pass
-        for root in (WORK,) + SCRATCH:
-            try:
-                _modes[root] = os.stat(root).st_mode & 0o7777
-            except OSError:
-                pass
-        _warm_up()
-        serve_fds(int(argv[2]))
     else:
         WORK = "/work"
         SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
         RESET_MODES = False
         NPROC_LIMIT = False
-        for root in (WORK,) + SCRATCH:
-            try:
-                _modes[root] = os.stat(root).st_mode & 0o7777
-            except OSError:
-                pass
-        _warm_up()
+    for root in (WORK,) + SCRATCH:
+        try:
+            _modes[root] = os.stat(root).st_mode & 0o7777
+        except OSError:
+            pass
+    _warm_up()
+    if mode == "fds":
+        serve_fds(int(argv[2]))
+    else:
         serve_stream()
 
 
