@@ -212,19 +212,27 @@ class SessionPool:
         if found is not None:
             return found
         wait = self.slot_timeout_s if timeout_s is None else timeout_s
+        failed: list[Slot] = []
         try:
-            slot = self._slots().acquire(timeout_s=wait)
-        except TypeError:  # a SlotPool without a timeout parameter
-            slot = self._slots().acquire()
-        live = Live(slot, key)
-        with self._lock:
-            self._all.add(live)
-        try:
-            self._start(live)
-        except BaseException:
-            self._destroy(live)
-            raise
-        return live
+            for attempt in range(3):
+                slot = self._slots().acquire(timeout_s=wait)
+                live = Live(slot, key)
+                with self._lock:
+                    self._all.add(live)
+                try:
+                    self._start(live)
+                    return live
+                except Exception as e:  # noqa: BLE001 - e.g. EAGAIN in a slot whose cgroup is still busy
+                    log.warning("process sandbox: a session would not start in slot %d (%s); %s", slot.index, e,
+                                "trying another slot" if attempt < 2 else "giving up")
+                    self._destroy(live, release=False)
+                    failed.append(slot)  # held until we are done, so the next try gets another slot
+                    if attempt == 2:
+                        raise
+        finally:
+            for slot in failed:
+                self._slots().release(slot)
+        raise RuntimeError("unreachable")
 
     def give_back(self, live: Live, keep: bool) -> None:
         live.last_used = time.monotonic()
@@ -241,7 +249,7 @@ class SessionPool:
         for s in evicted:
             self._destroy(s)
 
-    def _destroy(self, s: Live) -> None:
+    def _destroy(self, s: Live, release: bool = True) -> None:
         if s.closed:
             return
         s.closed = True
@@ -259,9 +267,13 @@ class SessionPool:
         if s.sock is not None:
             s.sock.close()
         cg = s.slot.cgroup
-        if cg is not None and not cg.kill_all():
-            log.error("process sandbox: slot %d cgroup did not empty", s.slot.index)
-        self._slots().release(s.slot)
+        try:
+            if cg is not None and not cg.kill_all():
+                log.error("process sandbox: slot %d cgroup did not empty", s.slot.index)
+        except OSError:  # another pool of this process removed the slot's cgroup meanwhile
+            pass
+        if release:
+            self._slots().release(s.slot)
 
     def _start_reaper(self) -> None:
         """Idle sessions hold slots other service processes may need: give them back after WARM_IDLE_S."""
@@ -318,7 +330,7 @@ class SessionPool:
                 # A session of a service process that died may still be dying in here.
                 if not cg.kill_all():
                     raise RuntimeError(f"slot {slot.index}'s cgroup did not empty")
-                cg.prepare(8)
+                cg.prepare(64)  # the first run arms the run's own limit
             proc = self._spawn(slot, args, pass_fds)
             if cg is not None:
                 cg.adopt(proc.pid)  # cgroup v2: bwrap and its PID 1 moved right after birth (v1: born inside)
