@@ -92,6 +92,34 @@ class Live:
         self.closed = True
 
 
+# Host pids of every session's outer bwrap and PID 1 this process started and has not reaped yet.
+# A session can end without its pool (a pool garbage-collected with idle sessions: their spawner
+# thread goes, and --die-with-parent takes bwrap); we are a child subreaper, so both come to us, and
+# an unreaped zombie keeps its slot's pids cgroup charged, which would refuse the next session there.
+_UNREAPED: set[int] = set()
+_UNREAPED_LOCK = threading.Lock()
+
+
+def reap_orphans() -> None:
+    """Reap whatever of our sessions' processes has exited (only those: never another child's status)."""
+    with _UNREAPED_LOCK:
+        pids = list(_UNREAPED)
+    for pid in pids:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            try:
+                os.kill(pid, 0)
+                continue  # alive, not (yet) our child: its own parent reaps it
+            except ProcessLookupError:
+                done = pid  # gone: reaped elsewhere
+            except PermissionError:
+                continue
+        if done:
+            with _UNREAPED_LOCK:
+                _UNREAPED.discard(pid)
+
+
 class ProcessSession(FdsSession):
     """A scored item's session: given back to the pool (wiped) or destroyed on close."""
 
@@ -158,6 +186,7 @@ class SessionPool:
         self._owner = os.getpid()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (p := ref()) and p._after_fork())
+
         # Sessions die with us anyway (--die-with-parent), but killed and reaped here they leave
         # no orphaned bwrap for a subreaper parent to collect.
         atexit.register(lambda: (p := ref()) and p._owner == os.getpid() and p.close())
@@ -211,6 +240,7 @@ class SessionPool:
             self._destroy(s)
         if found is not None:
             return found
+        reap_orphans()  # sessions that ended without their pool still charge their slot until reaped
         wait = self.slot_timeout_s if timeout_s is None else timeout_s
         failed: list[Slot] = []
         try:
@@ -274,6 +304,7 @@ class SessionPool:
             pass
         if release:
             self._slots().release(s.slot)
+        reap_orphans()
 
     def _start_reaper(self) -> None:
         """Idle sessions hold slots other service processes may need: give them back after WARM_IDLE_S."""
@@ -335,6 +366,8 @@ class SessionPool:
             if cg is not None:
                 cg.adopt(proc.pid)  # cgroup v2: bwrap and its PID 1 moved right after birth (v1: born inside)
             s.outer_pid = proc.pid
+            with _UNREAPED_LOCK:
+                _UNREAPED.add(proc.pid)
             proc.returncode = 0  # we reap it ourselves; keep Popen from touching the pid later
             s.outer_pidfd = os.pidfd_open(proc.pid)
             for fd in pass_fds:
@@ -344,6 +377,8 @@ class SessionPool:
             inner = read_child_pid(info_r, deadline)
             if inner is not None:
                 s.inner_pid, s.inner_pidfd = inner, os.pidfd_open(inner)
+                with _UNREAPED_LOCK:
+                    _UNREAPED.add(inner)
             ready = _recv(host_sock, deadline) if inner is not None else None
             if ready is None or ready.get("event") != "ready":
                 err = b""
