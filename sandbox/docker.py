@@ -28,7 +28,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
@@ -38,6 +38,7 @@ from docker.types import Ulimit
 from sandbox import verdict
 from sandbox.base import Sandbox, Session
 from sandbox.docker_pool import WarmPool
+from sandbox.run_spec import NOFILE, run_spec
 from sandbox.types import Limits, PairResult, Program, RunResult, RunStatus, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ SUPERVISOR_SOURCE = (Path(__file__).parent / "inside" / "supervisor.py").read_te
 # the same memory cgroup as the program.
 MEMORY_OVERHEAD_MB = 64
 RUNNER_ENV = {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"}
-NOFILE = 256
 GRACE_S = 5.0  # runner start + cleanup, on top of the limits, before the host steps in
 
 def _env_int(name: str, default: int) -> int:
@@ -405,18 +405,8 @@ class DockerSession(Session):
             self._failure = _Gone(f"could not place files: {msg['error']}")
 
     def _spec(self, program: Program, limits: Limits, extra_procs: int = 0, judge: bool = False) -> dict:
-        spec = {"argv": list(program.argv), "env": {**self._env, **program.env}, "cwd": program.cwd,
-                "limits": {"cpu_time_s": limits.cpu_time_s,
-                           "memory_mb": limits.memory_mb if program.rlimit_as else None,
-                           "file_size_mb": limits.file_size_mb, "nofile": NOFILE,
-                           "nproc": limits.max_processes + 1 + extra_procs}}
-        if program.stack_is_memory:
-            spec["limits"]["stack_mb"] = limits.memory_mb
-        if program.python is not None:
-            spec["python"] = {"path": program.python}
-        elif judge:
-            spec["python"] = {"fd": 5, "name": "judge.py"}
-        return spec
+        return run_spec(replace(program, env={**self._env, **program.env}), limits, extra_procs=extra_procs,
+                        source_target=5 if judge else None)
 
     def exec(self, program: Program, *, stdin: bytes = b"", limits: Limits,
              side_input: bytes | None = None, side_output: bool = False, last: bool = False) -> RunResult:
@@ -447,7 +437,7 @@ class DockerSession(Session):
              judge_limits: Limits, last: bool = False) -> PairResult:
         req = {"op": "pair", "wall_time_s": limits.wall_time_s, "output_bytes": limits.output_bytes,
                "then_reset": last,
-               "judge": self._spec(Program(judge.argv, None, None, judge.env, judge.rlimit_as, judge.cwd or "/"),
+               "judge": self._spec(replace(judge, python_source=None, cwd=judge.cwd or "/"),
                                    judge_limits, extra_procs=limits.max_processes + 1, judge=True),
                "candidate": self._spec(candidate, limits, extra_procs=2),
                "judge_fd_targets": [0, 1, 2, 5], "candidate_fd_targets": [0, 1, 2],

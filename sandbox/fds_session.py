@@ -16,15 +16,15 @@ import os
 import selectors
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from sandbox import verdict
 from sandbox.base import Session
+from sandbox.run_spec import run_spec
 from sandbox.types import Limits, PairResult, Program, RunResult, RunStatus
 
 BACKSTOP_S = 5.0
-NOFILE = 256
 FILES_PER_MESSAGE = 48
 _CHUNK = 1 << 16
 
@@ -62,31 +62,6 @@ def memfd(data: bytes, readonly: bool = False) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def _limits_msg(limits: Limits, rlimit_as: bool, extra_procs: int = 0, headroom_mb: int | None = None) -> dict:
-    if rlimit_as:
-        memory = limits.memory_mb
-    else:  # bounded by the cgroup; without one, by the address space plus the runtime's headroom
-        memory = limits.memory_mb + headroom_mb if headroom_mb else None
-    return {"cpu_time_s": limits.cpu_time_s, "memory_mb": memory,
-            "file_size_mb": limits.file_size_mb, "nofile": NOFILE,
-            # Counted in the session's user namespace: the supervisor's too.
-            "nproc": limits.max_processes + 1 + extra_procs}
-
-
-def _spec(program: Program, limits: Limits, source_target: int | None = None, extra_procs: int = 0,
-          cgroup: bool = True) -> dict:
-    spec: dict = {"argv": list(program.argv), "env": dict(program.env) or None, "cwd": program.cwd,
-                  "limits": _limits_msg(limits, program.rlimit_as, extra_procs,
-                                        None if cgroup else program.as_headroom_mb)}
-    if program.stack_is_memory:
-        spec["limits"]["stack_mb"] = limits.memory_mb
-    if program.python is not None:
-        spec["python"] = {"path": program.python}
-    elif source_target is not None:
-        spec["python"] = {"fd": source_target, "name": "judge.py"}
-    return spec
 
 
 class FdsSession(Session):
@@ -163,8 +138,7 @@ class FdsSession(Session):
              side_input: bytes | None = None, side_output: bool = False, last: bool = False) -> RunResult:
         if self.dead or not self.hooks.alive():
             return RunResult(RunStatus.sandbox_error, detail="the sandbox session ended")
-        program = Program(program.argv, program.python, program.python_source, {**self.env, **program.env},
-                          program.rlimit_as, program.cwd, program.as_headroom_mb, program.stack_is_memory)
+        program = replace(program, env={**self.env, **program.env})
         streams = {1: "stdout", 2: "stderr"}
         if side_output:
             streams[4] = "side"
@@ -176,7 +150,7 @@ class FdsSession(Session):
         except SessionGone as e:
             return RunResult(RunStatus.memory_limit, detail=f"memory limit {limits.memory_mb} MB is below what the "
                                                             f"session itself uses ({e})")
-        req = dict(_spec(program, limits, cgroup=self.hooks.arm is not None), op="exec",
+        req = dict(run_spec(program, limits, cgroup=self.hooks.arm is not None), op="exec",
                    wall_time_s=limits.wall_time_s, then_reset=last)
         outs, msg = self._run(req, "fd_targets", feeds, streams, limits)
         if msg is None:
@@ -191,10 +165,8 @@ class FdsSession(Session):
         if self.dead or not self.hooks.alive():
             dead = RunResult(RunStatus.sandbox_error, detail="the sandbox session ended")
             return PairResult(dead, dead)
-        judge = Program(judge.argv, judge.python, judge.python_source, {**self.env, **judge.env}, judge.rlimit_as,
-                        judge.cwd or "/")
-        candidate = Program(candidate.argv, candidate.python, candidate.python_source,
-                            {**self.env, **candidate.env}, candidate.rlimit_as, candidate.cwd)
+        judge = replace(judge, env={**self.env, **judge.env}, cwd=judge.cwd or "/")
+        candidate = replace(candidate, env={**self.env, **candidate.env})
         try:
             self._arm(limits, candidate.rlimit_as, judge_limits.memory_mb)
         except SessionGone as e:
@@ -202,8 +174,8 @@ class FdsSession(Session):
                                                          f"session itself uses ({e})")
             return PairResult(r, r)
         req = {"op": "pair", "wall_time_s": limits.wall_time_s, "then_reset": last,
-               "judge": _spec(judge, judge_limits, source_target=5, extra_procs=limits.max_processes + 1),
-               "candidate": _spec(candidate, limits, extra_procs=2)}
+               "judge": run_spec(judge, judge_limits, source_target=5, extra_procs=limits.max_processes + 1),
+               "candidate": run_spec(candidate, limits, extra_procs=2)}
         feeds = {"judge": {0: None, 4: judge_input, 5: judge.python_source or b""},
                  "candidate": {0: None}}
         streams = {"judge": {1: "report", 2: "judge_stderr"}, "candidate": {1: "stdout", 2: "stderr"}}
@@ -382,7 +354,6 @@ class FdsSession(Session):
                         buf += chunk[:max(room, 0)]
                         if len(chunk) > room and not asked_kill and answer is None:
                             asked_kill = True
-                            self._over_output = True
                             try:
                                 socket.send_fds(self.sock, [b'{"op": "kill"}'], [])
                             except OSError:

@@ -494,8 +494,9 @@ class _Waiter:
     """Wait for ``main`` (and the other ``pids``) under a wall clock, pumping pipes we own,
     and serving the host's ``kill`` while waiting."""
 
-    def __init__(self, control, wakeup):
-        self.control = control  # readable socket/stream for "kill", or None
+    def __init__(self, control, wakeup, control_read=None):
+        self.control = control  # readable socket for the host's "kill", or None
+        self.control_read = control_read  # reads one message from it; None when the host is gone
         self.wakeup = wakeup
 
     def wait(self, main, pids, wall_s, sinks=None, cap=0, feeds=None):
@@ -544,7 +545,7 @@ class _Waiter:
                         except OSError:
                             pass
                     elif self.control is not None and key.fileobj is self.control:
-                        if not self._control_says_kill():
+                        if self.control_read() is None:
                             raise EOFError("the host hung up")
                         host_kill = True
                         for pid in pids:
@@ -594,11 +595,6 @@ class _Waiter:
             reap()
         return timed_out, host_kill, over, time.monotonic() - t0
 
-    def _control_says_kill(self):
-        msg = self.control_read()
-        return msg is not None
-
-    control_read = None  # set by the transport: returns a message, or None when the host is gone
 
 
 def _kill_tree(pid):
@@ -731,7 +727,6 @@ def _wakeup_pipe():
 
 def serve_fds(sock_fd):
     sock = socket.socket(fileno=sock_fd)
-    waiter = _Waiter(sock, _wakeup_pipe())
 
     def control_read():
         try:
@@ -740,8 +735,7 @@ def serve_fds(sock_fd):
             return None
         return msg or None
 
-    waiter.control_read = control_read
-    session = Session(waiter)
+    session = Session(_Waiter(sock, _wakeup_pipe(), control_read))
     send = lambda msg: sock.send(json.dumps(msg).encode())  # noqa: E731
     send({"event": "ready", "pid": os.getpid()})
     while True:
