@@ -13,6 +13,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 names=("$@")
 if [[ ${#names[@]} -eq 0 ]]; then
+    shopt -s nullglob
     for f in tests/trainers/*/install.sh; do names+=("$(basename "$(dirname "$f")")"); done
 fi
 for name in "${names[@]}"; do
