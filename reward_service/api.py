@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import verifiers
 from reward_service.admission import admission, make_admission
+from reward_service.coalescer import Coalescer
 from reward_service.config import Settings, get_settings
 from reward_service.executors.base import BackendUnavailable, Executor
 from reward_service.models import (ErrorResponse, Item, PromptStats, PromptStatsRequest, PromptStatsResponse,
@@ -107,14 +108,15 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         ex = executor or make_executor(settings)
         await ex.start()
         app.state.executor = ex
-        app.state.scorer = Scorer(ex, settings, make_cache(settings), make_prompt_stats(settings))
+        coalesced = Coalescer(ex, settings.coalesce_window_ms / 1000, settings.coalesce_max_items)
+        app.state.scorer = Scorer(coalesced, settings, make_cache(settings), make_prompt_stats(settings))
         app.state.admission = await make_admission(settings).start()
         try:
             yield
         finally:
             await app.state.admission.stop()
             await app.state.scorer.close()
-            await ex.stop()
+            await coalesced.stop()  # and the executor under it
 
     app = FastAPI(
         title="Verifiable-reward service",

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # issue 11: admission control, self-healing pool
     max_pending_items: int = Field(100_000, ge=1, description="Most items accepted and not yet finished, over `/score`, `/openrlhf` and `/jobs` together (in distributed mode across every API replica, counted in Redis). Past it a request gets 429 with `Retry-After`; one request larger than it gets 413.")
 
+    # issue 13: small concurrent requests scored as one batch
+    coalesce_window_ms: float = Field(5.0, ge=0, description="Requests of fewer than `REWARD_SERVICE_COALESCE_MAX_ITEMS` items that arrive within this many milliseconds of each other (and ask for the same `timeout_s`) are scored as one batch, identical items once: trainers that send one sample per request (OpenRLHF) cost a batch per few milliseconds instead of one per sample. 0 turns it off.")
+    coalesce_max_items: int = Field(256, ge=1, description="Most items one coalesced batch takes; a request this large or larger is scored on its own at once.")
+
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))
 

@@ -50,6 +50,10 @@ WORKER_START_FAILURES = Counter("reward_worker_start_failures_total", "Scoring w
 WORKERS_UNSTARTABLE = Gauge("reward_workers_unstartable", "Embedded pool slots whose worker cannot be restarted "
                             "right now (retrying with backoff; /readyz says why).", multiprocess_mode="livesum")
 
+# issue 13: small concurrent requests scored as one batch
+COALESCED_REQUESTS = Histogram("reward_coalesced_requests", "Requests scored together in one coalesced batch "
+                               "(REWARD_SERVICE_COALESCE_WINDOW_MS).", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
 
 def record_sandbox_run(detail: object) -> None:
     """Count one scored item's sandbox outcome. Called by the API's Scorer for every unique item in both

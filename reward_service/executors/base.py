@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import verifiers
@@ -27,6 +28,9 @@ class Outcome:
     status: str
     detail: dict[str, Any] = field(default_factory=dict)
     elapsed_ms: float = 0.0
+
+
+OutcomeCallback = Callable[[int, Outcome], None]
 
 
 def execute(job: Job) -> Outcome:
@@ -56,6 +60,12 @@ class Executor(ABC):
         """(ready, a human-readable reason) for /readyz."""
 
     @abstractmethod
-    async def run(self, jobs: list[Job], timeout_s: float | None) -> list[Outcome]:
+    async def run(self, jobs: list[Job], timeout_s: float | None,
+                  on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         """Score ``jobs``; one outcome each, in order. Never raises for an item's sake;
-        items still unscored when ``timeout_s`` runs out come back as ``timeout``."""
+        items still unscored when ``timeout_s`` runs out come back as ``timeout``.
+
+        ``on_outcome(index, outcome)``, when given, is called in the caller's event loop
+        as items finish (not necessarily for every item: the returned list is complete),
+        so a caller that merged several requests into ``jobs`` can answer each one as
+        soon as its own items are done."""

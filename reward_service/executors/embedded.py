@@ -25,11 +25,12 @@ import math
 import multiprocessing as mp
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from reward_service import metrics
 from reward_service.config import Settings
-from reward_service.executors.base import Executor, Job, Outcome, timed_out
+from reward_service.executors.base import Executor, Job, Outcome, OutcomeCallback, timed_out
 from reward_service.executors.supervised import ScoringProcess, WorkerStartFailed, run_items
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ def default_batch_timeout_s(jobs: list[Job], workers: int) -> float:
 
 
 class _Batch:
-    def __init__(self, jobs: list[Job], deadline: float | None) -> None:
+    def __init__(self, jobs: list[Job], deadline: float | None,
+                 on_outcome: Callable[[int, Outcome], None] | None = None) -> None:
         self.jobs = jobs
+        self.on_outcome = on_outcome
         self.deadline = deadline
         self.outcomes: list[Outcome | None] = [None] * len(jobs)
         self.left = len(jobs)
@@ -73,6 +76,8 @@ class _Batch:
             self.left -= 1
             if self.left == 0:
                 self._finish()
+        if self.on_outcome is not None:
+            self.on_outcome(i, outcome)
 
     def expire(self) -> None:
         """The batch deadline passed: whatever is unscored now is a timeout."""
@@ -251,13 +256,23 @@ class EmbeddedExecutor(Executor):
                     chunk.batch.set(i, Outcome(0.0, "error", {"error": why}))
 
     # scoring -----------------------------------------------------------
-    async def run(self, jobs: list[Job], timeout_s: float | None) -> list[Outcome]:
+    async def run(self, jobs: list[Job], timeout_s: float | None,
+                  on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         down = self._pool_down()
         if down:
             return [Outcome(0.0, "error", {"error": down}) for _ in jobs]
         timeout_s = timeout_s or default_batch_timeout_s(jobs, len(self._slots))
         deadline = time.monotonic() + timeout_s
-        batch = _Batch(jobs, deadline)
+        notify = None
+        if on_outcome is not None:  # worker threads set outcomes; the callback belongs to this loop
+            loop = asyncio.get_running_loop()
+
+            def notify(i: int, outcome: Outcome) -> None:
+                try:
+                    loop.call_soon_threadsafe(on_outcome, i, outcome)
+                except RuntimeError:  # the loop has closed: nobody is waiting any more
+                    pass
+        batch = _Batch(jobs, deadline, notify)
         size = self.settings.chunk_size or max(1, min(16, math.ceil(len(jobs) / (4 * len(self._slots)))))
         self._sched.put([_Chunk(batch, list(range(i, min(i + size, len(jobs))))) for i in range(0, len(jobs), size)])
         try:

@@ -38,7 +38,8 @@ from rq.job import Job as RQJob
 import verifiers
 from reward_service import metrics
 from reward_service.config import Settings
-from reward_service.executors.base import BackendUnavailable, Executor, Job, Outcome, execute, timed_out
+from reward_service.executors.base import (BackendUnavailable, Executor, Job, Outcome, OutcomeCallback, execute,
+                                           timed_out)
 from reward_service.executors.rq_job import (Chunk, heartbeat_key, live_key, queue_name, results_key, score_chunk,
                                              workers_key)
 
@@ -71,6 +72,7 @@ class _Gather:
     backlog: dict[str, collections.deque[Chunk]] = field(default_factory=dict)  # by queue, not yet enqueued
     owner: dict[int, str] = field(default_factory=dict)  # item index -> chunk id
     ends: float = 0.0  # the batch deadline on this host's time.monotonic clock
+    on_outcome: OutcomeCallback | None = None
 
     def missing(self, p: _Pending) -> list[int]:
         return [i for i, _ in p.chunk.items if self.outcomes[i] is None]
@@ -150,9 +152,10 @@ class RQExecutor(Executor):
                                   "retry when /readyz answers 200")
 
     # scoring -----------------------------------------------------------
-    async def run(self, jobs: list[Job], timeout_s: float | None) -> list[Outcome]:
+    async def run(self, jobs: list[Job], timeout_s: float | None,
+                  on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         timeout_s = timeout_s or self.settings.distributed_timeout_s
-        g = _Gather(jobs, [None] * len(jobs), ends=time.monotonic() + timeout_s)
+        g = _Gather(jobs, [None] * len(jobs), ends=time.monotonic() + timeout_s, on_outcome=on_outcome)
         by_family: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             spec = verifiers.get(job.task)
@@ -249,6 +252,8 @@ class RQExecutor(Executor):
                             if 0 <= i < len(g.outcomes) and g.outcomes[i] is None:
                                 g.outcomes[i] = outcome
                                 touched.add(g.owner.get(i))
+                                if g.on_outcome is not None:
+                                    g.on_outcome(i, outcome)
                     for cid in touched:
                         p = g.pending.get(cid)
                         if p is not None and not g.missing(p):

@@ -1,0 +1,212 @@
+"""The coalescer: small concurrent requests become one executor batch, and nothing else changes."""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from reward_service.coalescer import Coalescer
+from reward_service.executors.base import BackendUnavailable, Executor, Job, Outcome, execute
+
+
+class Recording(Executor):
+    """Scores with the real verifiers in this process and records every batch it is given."""
+
+    def __init__(self, delay_s: float = 0.0, fail: Exception | None = None,
+                 slow: dict[str, float] | None = None) -> None:
+        self.batches: list[list[Job]] = []
+        self.delay_s = delay_s
+        self.fail = fail
+        self.slow = slow or {}  # completion -> seconds that item takes; others report at once
+        self.cancelled = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def readiness(self) -> tuple[bool, str]:
+        return True, "recording"
+
+    async def run(self, jobs: list[Job], timeout_s: float | None, on_outcome=None) -> list[Outcome]:
+        self.batches.append(list(jobs))
+        try:
+            await asyncio.sleep(self.delay_s)
+            if self.fail:
+                raise self.fail
+            outcomes = [execute(j) for j in jobs]
+            for i, o in enumerate(outcomes):
+                if jobs[i].completion not in self.slow and on_outcome:
+                    on_outcome(i, o)
+            await asyncio.sleep(max(self.slow.values(), default=0.0))
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return outcomes
+
+
+def job(answer: str, gold: str = "4", timeout_s: float = 5.0) -> Job:
+    return Job("math", f"\\boxed{{{answer}}}", gold, None, None, timeout_s)
+
+
+async def test_concurrent_single_item_requests_are_one_batch():
+    inner = Recording()
+    co = Coalescer(inner, window_s=0.02, max_items=256)
+    answers = [str(i % 6) for i in range(40)]
+    outs = await asyncio.gather(*(co.run([job(a)], None) for a in answers))
+    assert len(inner.batches) == 1
+    assert [o[0].reward for o in outs] == [1.0 if a == "4" else 0.0 for a in answers]
+
+
+async def test_identical_items_of_different_requests_are_scored_once():
+    inner = Recording()
+    co = Coalescer(inner, window_s=0.02, max_items=256)
+    outs = await asyncio.gather(*(co.run([job("4")], None) for _ in range(16)), co.run([job("5")], None))
+    assert [len(b) for b in inner.batches] == [2]
+    assert [o[0].reward for o in outs] == [1.0] * 16 + [0.0]
+
+
+async def test_each_request_gets_its_own_items_back_in_order():
+    inner = Recording()
+    co = Coalescer(inner, window_s=0.02, max_items=256)
+    a, b = await asyncio.gather(co.run([job("4"), job("3"), job("4")], None), co.run([job("1"), job("4")], None))
+    assert [o.reward for o in a] == [1.0, 0.0, 1.0]
+    assert [o.reward for o in b] == [0.0, 1.0]
+
+
+async def test_a_batch_is_started_when_it_reaches_the_size_cap():
+    inner = Recording()
+    co = Coalescer(inner, window_s=10.0, max_items=4)  # the window alone would hold them for 10 s
+    outs = await asyncio.wait_for(asyncio.gather(*(co.run([job(str(i))], None) for i in range(8))), 5)
+    assert [len(b) for b in inner.batches] == [4, 4]
+    assert len(outs) == 8
+
+
+async def test_a_request_as_large_as_the_cap_is_not_held():
+    inner = Recording()
+    co = Coalescer(inner, window_s=10.0, max_items=4)
+    outs = await asyncio.wait_for(co.run([job(str(i)) for i in range(4)], None), 5)
+    assert len(outs) == 4 and len(inner.batches) == 1
+
+
+async def test_a_lone_request_waits_no_longer_than_the_window():
+    inner = Recording()
+    co = Coalescer(inner, window_s=0.05, max_items=256)
+    t0 = asyncio.get_running_loop().time()
+    await co.run([job("4")], None)
+    assert asyncio.get_running_loop().time() - t0 < 2.0  # the window, not a hang; speed is a bench matter
+
+
+async def test_a_slow_item_of_one_request_does_not_hold_up_the_others():
+    inner = Recording(slow={"\\boxed{9}": 5.0})
+    co = Coalescer(inner, window_s=0.02, max_items=256)
+    slow = asyncio.ensure_future(co.run([job("9")], None))
+    fast = await asyncio.wait_for(asyncio.gather(*(co.run([job("4")], None) for _ in range(3))), 2.0)
+    assert len(inner.batches) == 1  # merged, and still answered before the slow item finished
+    assert [o[0].reward for o in fast] == [1.0] * 3
+    assert not slow.done()
+    slow.cancel()
+
+
+async def test_requests_with_different_deadlines_are_not_merged():
+    inner = Recording()
+    co = Coalescer(inner, window_s=0.02, max_items=256)
+    await asyncio.gather(co.run([job("4")], 10.0), co.run([job("4")], 10.0), co.run([job("4")], 30.0))
+    assert sorted(len(b) for b in inner.batches) == [1, 1]  # 10 s pair deduplicated; 30 s alone
+
+
+async def test_zero_window_passes_every_request_straight_through():
+    inner = Recording()
+    co = Coalescer(inner, window_s=0.0, max_items=256)
+    await asyncio.gather(*(co.run([job("4")], None) for _ in range(5)))
+    assert len(inner.batches) == 5
+
+
+async def test_a_backend_outage_reaches_every_merged_request():
+    co = Coalescer(Recording(fail=BackendUnavailable("redis down")), window_s=0.02, max_items=256)
+    outs = await asyncio.gather(*(co.run([job("4")], None) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(o, BackendUnavailable) for o in outs)
+
+
+async def test_one_caller_going_away_does_not_cancel_the_others():
+    inner = Recording(delay_s=0.2)
+    co = Coalescer(inner, window_s=0.01, max_items=256)
+    leaving = asyncio.ensure_future(co.run([job("3")], None))
+    staying = asyncio.ensure_future(co.run([job("4")], None))
+    await asyncio.sleep(0.05)
+    leaving.cancel()
+    assert (await staying)[0].reward == 1.0
+    assert inner.cancelled == 0
+
+
+async def test_a_batch_whose_callers_all_went_away_is_cancelled():
+    inner = Recording(delay_s=5.0)
+    co = Coalescer(inner, window_s=0.01, max_items=256)
+    calls = [asyncio.ensure_future(co.run([job("4")], None)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    for c in calls:
+        c.cancel()
+    for _ in range(50):
+        if inner.cancelled:
+            break
+        await asyncio.sleep(0.02)
+    assert inner.cancelled == 1
+
+
+def _coalesced_counts(metrics_text: str) -> tuple[float, float]:
+    count = total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("reward_coalesced_requests_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("reward_coalesced_requests_sum"):
+            total = float(line.split()[-1])
+    return count, total
+
+
+@pytest.mark.slow
+def test_concurrent_one_sample_requests_to_the_service_are_scored_in_few_batches():
+    from live_service import running_service
+
+    async def go(url: str) -> tuple[list[float], str]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            async def one(i: int) -> float:
+                r = await client.post("/score", json={"items": [
+                    {"task": "math", "completion": f"\\boxed{{{i % 4}}}", "ground_truth": "2"}]})
+                r.raise_for_status()
+                return r.json()["results"][0]["reward"]
+
+            rewards = await asyncio.gather(*(one(i) for i in range(64)))
+            return rewards, (await client.get("/metrics")).text
+
+    with running_service(workers=1, REWARD_SERVICE_COALESCE_WINDOW_MS="20") as url:
+        rewards, text = asyncio.run(go(url))
+    assert rewards == [1.0 if i % 4 == 2 else 0.0 for i in range(64)]
+    batches, requests = _coalesced_counts(text)
+    assert requests == 64
+    assert batches < 64 / 4, f"{batches:.0f} batches for 64 concurrent requests"
+
+
+@pytest.mark.slow
+def test_a_pathological_completion_does_not_hold_up_requests_merged_with_it():
+    from live_service import running_service
+
+    async def go(url: str) -> tuple[list[str], str]:
+        order: list[str] = []
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            async def one(name: str, completion: str) -> None:
+                r = await client.post("/score", json={"items": [
+                    {"task": "math", "completion": completion, "ground_truth": "2"}]})
+                r.raise_for_status()
+                order.append(f"{name}:{r.json()['results'][0]['status']}")
+
+            await client.get("/healthz")  # a connection up before the clock matters
+            await asyncio.gather(one("slow", "\\boxed{9^{9^{9^{9^{9}}}}}"),
+                                 *(one(f"fast{i}", f"\\boxed{{{i}}}") for i in range(3)))
+            return order, (await client.get("/metrics")).text
+
+    with running_service(workers=2, REWARD_SERVICE_COALESCE_WINDOW_MS="500",
+                         REWARD_SERVICE_TASK_TIMEOUTS='{"math": 3}') as url:
+        order, text = asyncio.run(go(url))
+    assert _coalesced_counts(text) == (1.0, 4.0)  # all four were merged into one batch
+    assert order[-1] == "slow:timeout", order
+    assert sorted(order[:-1]) == ["fast0:ok", "fast1:ok", "fast2:ok"]
