@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 
 from reward_service import metrics
-from reward_service.executors.base import Executor, Job, Outcome
+from reward_service.executors.base import Executor, Job, Outcome, OutcomeCallback
 
 
 def _key(job: Job) -> str:
@@ -41,10 +41,11 @@ class _Open:
     jobs: list[Job] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     waiters: list[tuple[list[int], asyncio.Future[list[Outcome]]]] = field(default_factory=list)
+    callbacks: list[OutcomeCallback | None] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     outcomes: dict[int, Outcome] = field(default_factory=dict)
 
-    def add(self, jobs: list[Job]) -> asyncio.Future[list[Outcome]]:
+    def add(self, jobs: list[Job], on_outcome: OutcomeCallback | None) -> asyncio.Future[list[Outcome]]:
         slots = []
         for job in jobs:
             k = _key(job)
@@ -54,6 +55,7 @@ class _Open:
             slots.append(self.index[k])
         fut: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self.waiters.append((slots, fut))
+        self.callbacks.append(on_outcome)
         return fut
 
     def submitted(self) -> int:
@@ -69,6 +71,7 @@ class Coalescer(Executor):
         self.max_items = max_items
         self._open: dict[float | None, _Open] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # run() calls in progress, merged or not
 
     async def start(self) -> None:
         await self.inner.start()
@@ -83,9 +86,21 @@ class Coalescer(Executor):
     def readiness(self) -> tuple[bool, str]:
         return self.inner.readiness()
 
-    async def run(self, jobs: list[Job], timeout_s: float | None) -> list[Outcome]:
-        if self.window_s <= 0 or len(jobs) >= self.max_items or not jobs:
-            return await self.inner.run(jobs, timeout_s)
+    async def run(self, jobs: list[Job], timeout_s: float | None,
+                  on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
+        self._busy += 1
+        try:
+            if (self.window_s <= 0 or len(jobs) >= self.max_items or not jobs
+                    or (self._busy == 1 and timeout_s not in self._open)):
+                # Nothing else in flight to merge with: a caller sending one request at a
+                # time never waits for a window.
+                return await self.inner.run(jobs, timeout_s, on_outcome)
+            return await self._merged(jobs, timeout_s, on_outcome)
+        finally:
+            self._busy -= 1
+
+    async def _merged(self, jobs: list[Job], timeout_s: float | None,
+                      on_outcome: OutcomeCallback | None) -> list[Outcome]:
         batch = self._open.get(timeout_s)
         if batch is not None and batch.submitted() + len(jobs) > self.max_items:
             self._flush(batch)
@@ -93,7 +108,7 @@ class Coalescer(Executor):
         if batch is None:
             batch = self._open[timeout_s] = _Open(timeout_s)
             batch.timer = asyncio.get_running_loop().call_later(self.window_s, self._flush, batch)
-        fut = batch.add(jobs)
+        fut = batch.add(jobs, on_outcome)
         if batch.submitted() >= self.max_items:
             self._flush(batch)
         try:
@@ -131,6 +146,11 @@ class Coalescer(Executor):
             for w in users.get(i, ()):
                 left[w] -= 1
                 slots, fut = batch.waiters[w]
+                tell = batch.callbacks[w]
+                if tell is not None and not fut.done():
+                    for k, s in enumerate(slots):
+                        if s == i:
+                            tell(k, outcome)
                 if left[w] == 0 and not fut.done():
                     fut.set_result([batch.outcomes[s] for s in slots])
 
