@@ -15,7 +15,7 @@ import pytest
 
 from live_service import running_service
 from reward_service.client import AsyncRewardClient, RewardClient
-from reward_service.integrations.trl import AsyncServiceRewardFunc, ServiceRewardFunc, make_reward_func
+from reward_service.integrations.trl import AsyncServiceRewardFunc, make_reward_func
 from reward_service.models import Result
 from trl_trainer import tiny_trainer
 
@@ -87,7 +87,8 @@ def test_async_reward_func_survives_pickling_after_a_call(open_url):
 
 def test_failed_checks_score_zero_by_default():
     fn = make_reward_func(task="math")
-    assert fn.rewards([result("ok", 1.0), result("timeout"), result("error"), result("invalid")]) == [1.0, 0.0, 0.0, 0.0]
+    rewards = fn.rewards([result("ok", 1.0), result("timeout"), result("error"), result("invalid")])
+    assert rewards == [1.0, 0.0, 0.0, 0.0]
 
 
 def test_none_for_gives_none_only_for_the_named_statuses():
@@ -226,3 +227,25 @@ def test_trl_training_step_with_our_async_function(open_url, tmp_path):
     logged = next(h for h in trainer.state.log_history if "rewards/async_math/mean" in h)
     assert float(logged["rewards/async_math/mean"]) == pytest.approx(sum(expected) / len(expected), abs=1e-3)
     assert float(logged["async_math/not_ok_frac"]) == 0.0  # log_metric from TRL's loop thread reaches its logs
+
+
+def test_trl_example_functions_score_the_example_rows_in_trls_reward_step(open_url, tmp_path, monkeypatch):
+    import importlib.util
+
+    from live_service import REPO
+
+    pytest.importorskip("trl")
+    monkeypatch.setenv("REWARD_SERVICE_URL", open_url)
+    monkeypatch.delenv("REWARD_SERVICE_API_KEY", raising=False)
+    path = REPO / "examples" / "trl" / "grpo_with_reward_service.py"
+    spec = importlib.util.spec_from_file_location("trl_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # builds the dataset and reward functions; training is main()'s
+    trainer = tiny_trainer([example.answer, example.fmt], True, tmp_path)
+
+    rows = list(example.dataset)  # as the trainer's dataloader gives them: Arrow's columns, nulls and all
+    completions = [[{"role": "assistant", "content": "* six sevens\n* are 42\n\\boxed{42}"}],
+                   [{"role": "assistant", "content": "The answer is (B)."}]]
+    rewards = trainer._calculate_rewards(rows, [r["prompt"] for r in rows], completions, [[3], [3]]).tolist()
+    # Row 1: right answer, two bullets. Row 2: right letter, but not all lowercase.
+    assert rewards == [[1.0, 1.0], [1.0, 0.0]]
