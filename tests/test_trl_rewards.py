@@ -72,6 +72,23 @@ def test_async_reward_func_keeps_one_client_per_event_loop(open_url):
     assert other_client is not client and other_http is not http
 
 
+def test_async_reward_func_aclose_closes_the_loops_client_and_the_next_call_opens_another(open_url):
+    fn = make_reward_func(task="math", url=open_url, asynchronous=True)
+    call = dict(prompts=["p"], completions=["\\boxed{1}"], **trl_kwargs(ground_truth=["1"]))
+
+    async def call_close_call():
+        assert await fn(**call) == [1.0]
+        first = fn.client()
+        http = first._http
+        await fn.aclose()
+        assert http.is_closed
+        assert await fn(**call) == [1.0]
+        return first, fn.client()
+
+    first, second = asyncio.run(call_close_call())
+    assert second is not first
+
+
 def test_async_reward_func_survives_pickling_after_a_call(open_url):
     fn = make_reward_func(task="math", url=open_url, asynchronous=True, none_for=("invalid",))
     call = dict(prompts=["p", "q"], completions=["\\boxed{1}", "\\boxed{1}"], **trl_kwargs(ground_truth=["1", ""]))
