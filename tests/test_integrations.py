@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from live_service import running_service
+from trl_trainer import tiny_trainer
 from reward_service.client import RewardClient
 from reward_service.integrations import verl
 from reward_service.integrations.openrlhf import parse_label, split_completion
@@ -344,36 +345,12 @@ class _Recording(ServiceRewardFunc):
         return rewards
 
 
-def _tiny_trainer(reward_func, conversational: bool, tmp_path):
-    pytest.importorskip("trl")
-    from datasets import Dataset
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from trl import GRPOConfig, GRPOTrainer
-
-    # A vocabulary where random generation often writes a right or a wrong boxed answer.
-    words = ["<pad>", "<eos>", "<bos>", "\\boxed{4}", "\\boxed{5}", "so", "what", "is", "2+2?"]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=2))
-    prompt = [{"role": "user", "content": "what is 2+2?"}] if conversational else "what is 2+2?"
-    dataset = Dataset.from_dict({"prompt": [prompt] * 4, "ground_truth": ["4"] * 4})
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-                      max_completion_length=4, max_steps=1, report_to=[], logging_steps=1, use_cpu=True,
-                      save_strategy="no", bf16=False, seed=0)
-    return GRPOTrainer(model=model, reward_funcs=[reward_func], args=args, train_dataset=dataset, processing_class=tok)
-
-
 @pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
 def test_trl_grpo_trainer_step_uses_our_rewards(open_url, tmp_path, conversational):
     fn = _Recording(task="math", url=open_url, api_key=None, ground_truth_column="ground_truth", task_column=None,
                     options=None, options_column=None, timeout_s=None, name="reward_service_math")
     fn.calls = []
-    trainer = _tiny_trainer(fn, conversational, tmp_path)
+    trainer = tiny_trainer([fn], conversational, tmp_path)
     trainer.train()
 
     assert len(fn.calls) == 1
