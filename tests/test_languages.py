@@ -376,6 +376,12 @@ def test_code_options_language_applies_to_a_bare_fence(language):
     assert v.detail["language"] == language
 
 
+def test_python_only_tests_with_another_language_in_the_options_are_invalid():
+    gt = {"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}
+    v = score("```\nint add(int a, int b) { return a + b; }\n```", gt, language="c")
+    assert v.status == "invalid", v.detail
+
+
 def test_code_fence_language_wins_over_options_language():
     _needs("c")
     v = score(fenced("c", PROGRAMS["c"]["add"]), ONE, language="rust")
@@ -383,16 +389,18 @@ def test_code_fence_language_wins_over_options_language():
 
 
 @pytest.mark.parametrize("language", [name for name in ALL if name != "python"])
-def test_code_call_based_tests_need_python(language):
+def test_code_call_based_tests_answered_in_another_language_earn_nothing(language):
     gt = {"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}
     v = score(fenced(FENCE[language], PROGRAMS[language]["add"]), gt)
-    assert v.status == "invalid", v.detail
-    assert v.reward == 0.0
+    # the model's choice, so a wrong answer: `invalid` is for the dataset's faults only
+    assert (v.status, v.reward) == ("ok", 0.0), v.detail
+    assert "need a Python solution" in v.detail["reason"]
 
 
 @pytest.mark.parametrize("language", [name for name in ALL if name != "python"])
-def test_code_assert_based_tests_need_python(language):
+def test_code_assert_based_tests_answered_in_another_language_earn_nothing(language):
     gt = {"test_list": ["assert add(1, 2) == 3"]}
     v = score(fenced(FENCE[language], PROGRAMS[language]["add"]), gt)
-    assert v.status == "invalid", v.detail
-    assert v.reward == 0.0
+    # the model's choice, so a wrong answer: `invalid` is for the dataset's faults only
+    assert (v.status, v.reward) == ("ok", 0.0), v.detail
+    assert "need a Python solution" in v.detail["reason"]

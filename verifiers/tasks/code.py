@@ -215,8 +215,13 @@ def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt
         return Verdict(0.0, "ok", {"reason": f"unsupported language {block.language!r} "
                                              f"({', '.join(languages.LANGUAGES)})", "passed": 0, "total": len(suite)})
     if suite.mode in PYTHON_ONLY_FORMATS and lang.name != "python":
-        raise InvalidInput(f"{'call' if suite.mode == 'call' else 'assert'}-based tests need a Python solution; "
-                           f"this one is {lang.name} (stdin/stdout tests work in every language)")
+        why = (f"{'call' if suite.mode == 'call' else 'assert'}-based tests need a Python solution; "
+               f"this one is {lang.name} (stdin/stdout tests work in every language)")
+        if not block.language:  # the item's own options chose the language: the dataset's mistake
+            raise InvalidInput(why)
+        # The model chose the language: a wrong answer, never `invalid`, which trainers may
+        # mask as "the dataset's fault" (a policy could escape a negative advantage by it).
+        return Verdict(0.0, "ok", {"reason": why, "language": lang.name, "passed": 0, "total": len(suite)})
     missing = lang.missing()
     if missing:
         return Verdict(0.0, "error", {"error": f"{lang.name} toolchain not installed on this host "
