@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -167,10 +168,15 @@ def drive(api: str, prom: str, jobs: list[str]) -> None:
     while not all(has_data(query(prom, f'up{{job="{j}"}} == 1')) for j in jobs):
         assert time.monotonic() < deadline, f"Prometheus never scraped {jobs}"
         time.sleep(0.5)
-    with httpx.Client(base_url=api, timeout=60) as client:
+    def one_sample(i: int) -> int:  # as OpenRLHF sends them: many one-item requests at once, coalesced
+        item = {"task": "math", "completion": f"\\boxed{{{i % 3}}}", "ground_truth": "1"}
+        return client.post("/score", json={"items": [item]}).status_code
+
+    with httpx.Client(base_url=api, timeout=60) as client, ThreadPoolExecutor(16) as pool:
         for n in range(6):
             r = client.post("/score", json={"items": traffic(n)})
             assert r.status_code == 200, r.text
+            assert set(pool.map(one_sample, range(32))) == {200}
             time.sleep(0.7)
     time.sleep(2.5)
 
