@@ -83,6 +83,12 @@ def test_reward_loop_logs_the_dict_form_as_reward_extra_info(service):
     assert out["reward_extra_info"]["status_ok"] == [1.0] * len(ROWS)
 
 
+def test_the_documented_example_config_is_what_verl_reads(service):
+    out, requests, _ = run(service, config_file=str(REPO / "examples" / "verl" / "reward_service.yaml"), num_workers=1)
+    assert out["rewards"] == EXPECTED
+    assert 1 <= requests <= 2
+
+
 def test_remote_manager_ships_the_file_loaded_function_to_ray_actors(service):
     # The remote manager refuses async functions and cloudpickles the one it gets into Ray
     # actors; loaded by file path the module is pickled by value (the old lru_cache broke it).

@@ -11,7 +11,8 @@ tokenizer (no model hub here) and the rollouts, tokenized as a rollout would lea
 No GPU-only module is imported on this path in verl 0.9.1 (no flash_attn, vllm, sglang),
 so nothing is stubbed.
 
-argv[1] is JSON: {"path", "name", "manager", "num_workers", "reward_kwargs", "rows", "legacy"};
+argv[1] is JSON: {"path", "name", "manager", "num_workers", "reward_kwargs", "rows", "legacy", "config_file"}
+("config_file": a YAML fragment merged over verl's config instead of the path/name/manager overrides);
 a row is {"data_source", "prompt", "response", "ground_truth", "extra_info"}.
 """
 from __future__ import annotations
@@ -95,7 +96,9 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="verl-driver-")
     tokenizer_dir = byte_tokenizer(os.path.join(tmp, "tokenizer"))
-    if args.get("legacy"):
+    if args.get("config_file"):
+        overrides = []
+    elif args.get("legacy"):
         # The pre-0.9 keys (top-level custom_reward_function, reward_model.reward_manager):
         # still accepted by the schema, read by nothing in the 0.9 trainer.
         overrides = [f"custom_reward_function.path={args['path']}", f"custom_reward_function.name={args['name']}",
@@ -109,6 +112,14 @@ def main() -> None:
                       for k, v in (args.get("reward_kwargs") or {}).items()]
     overrides += [f"reward.num_workers={args.get('num_workers', 2)}", f"actor_rollout_ref.model.path={tokenizer_dir}"]
     config = verl_config(overrides)
+    if args.get("config_file"):
+        from omegaconf import OmegaConf
+
+        # As a user's own config file on top of ppo_trainer would: new keys (reward_kwargs) allowed.
+        OmegaConf.set_struct(config, False)
+        config = OmegaConf.merge(config, OmegaConf.load(args["config_file"]))
+        config.reward.num_workers = args.get("num_workers", 2)
+        OmegaConf.set_struct(config, True)
 
     # The service's address reaches verl's Ray actors as a user's runtime_env would carry it.
     env_vars = {k: v for k, v in os.environ.items() if k.startswith("REWARD_SERVICE_") or k == "PYTHONPATH"}
