@@ -32,6 +32,9 @@ from reward_service.models import Item, Result
 
 __all__ = ["CoalesceConfig", "ScoreCoalescer", "coalescer_for"]
 
+# Requests in flight at once while a refused batch is resent item by item.
+ISOLATION_CONCURRENCY = 8
+
 
 @dataclass(frozen=True)
 class CoalesceConfig:
@@ -166,13 +169,16 @@ class ScoreCoalescer:
                 raise
         # The service refused the batch for what is in it: one by one, so the refusal
         # lands on the item that earned it and the others still get rewards.
-        parts = await asyncio.gather(*(self.client.score([it], timeout_s=timeout_s) for it in items),
-                                     return_exceptions=True)
-        return [p if isinstance(p, BaseException) else p[0] for p in parts]
+        gate = asyncio.Semaphore(ISOLATION_CONCURRENCY)
+
+        async def alone(item: Item) -> Result:
+            async with gate:
+                return (await self.client.score([item], timeout_s=timeout_s))[0]
+
+        return list(await asyncio.gather(*(alone(it) for it in items), return_exceptions=True))
 
 
-# (pid, url, api key, config) -> coalescer, per event loop. Weak keys: a closed loop's
-# coalescers (and their HTTP connections) go with it.
+# (pid, url, api key, config) -> coalescer, per event loop.
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], ScoreCoalescer]] = (
     weakref.WeakKeyDictionary())
 _lock = threading.Lock()
@@ -187,5 +193,9 @@ def coalescer_for(url: str, api_key: str | None, config: CoalesceConfig | None =
         per_loop = _by_loop.setdefault(loop, {})
         found = per_loop.get(key)
         if found is None:
+            # A client keeps a reference to its loop, so weak keys alone never let a closed
+            # loop's entry go (a process that runs asyncio.run per step makes one loop each time).
+            for old in [lp for lp in _by_loop if lp.is_closed()]:
+                del _by_loop[old]
             found = per_loop[key] = ScoreCoalescer(AsyncRewardClient(url, api_key), config)
         return found
