@@ -13,6 +13,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 constraint="$venv/torch-constraint.txt"
 echo "torch==2.13.0" > "$constraint"
 "${pip[@]}" install --no-deps "verl==0.9.1"
+# pip then reports verl's other requirements (datasets, peft, wandb, ...) as "not installed":
+# expected, the reward loop doesn't import them.
 "${pip[@]}" install -c "$constraint" -r "$here/requirements.txt"
 # Fail here, not in the tests, if the reward loop can't be imported.
 "$venv/bin/python" -c "import verl.experimental.reward_loop, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
