@@ -6,6 +6,7 @@ GRPOTrainer step on a tiny randomly initialised model calls our reward function.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import statistics
@@ -15,7 +16,7 @@ import pytest
 
 from live_service import running_service
 from trl_trainer import tiny_trainer
-from reward_service.client import RewardClient
+from reward_service.client import AsyncRewardClient, RewardClient
 from reward_service.integrations import verl
 from reward_service.integrations.openrlhf import parse_label, split_completion
 from reward_service.integrations.trl import ServiceRewardFunc, make_reward_func
@@ -47,13 +48,64 @@ def service_env(monkeypatch, keyed_url):
 # -- verl ---------------------------------------------------------------------------
 
 
-def test_verl_compute_score_has_the_documented_custom_reward_function_signature():
-    # verl docs/preparation/reward_function.rst and verl/utils/reward_score/__init__.py
-    # (default_compute_score); reward managers call it by keyword plus reward_kwargs.
-    params = inspect.signature(verl.compute_score).parameters
+@pytest.mark.parametrize("fn", [verl.compute_score, verl.compute_score_sync])
+def test_verl_compute_score_has_the_signature_the_reward_loop_calls(fn):
+    # verl 0.9.1 verl/experimental/reward_loop/reward_manager/naive.py, run_single:
+    # compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **extra_reward_kwargs),
+    # reward_kwargs merged in by verl/trainer/ppo/reward.py get_custom_reward_fn.
+    params = inspect.signature(fn).parameters
     assert list(params)[:4] == ["data_source", "solution_str", "ground_truth", "extra_info"]
     assert params["extra_info"].default is None
     assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def test_verl_compute_score_is_async_so_the_reward_loop_awaits_it_in_its_event_loop():
+    # naive.py: is_async_reward_score = inspect.iscoroutinefunction(compute_score); the sync
+    # form would run in a thread pool, one request per response.
+    import functools
+
+    assert inspect.iscoroutinefunction(functools.partial(verl.compute_score, extra_info=None))
+    assert not inspect.iscoroutinefunction(verl.compute_score_sync)
+
+
+async def test_verl_concurrent_compute_score_calls_are_one_request(service_env, monkeypatch):
+    sent = []
+    real = AsyncRewardClient.score
+
+    async def counting(self, items, **kw):
+        items = list(items)
+        sent.append(len(items))
+        return await real(self, items, **kw)
+
+    monkeypatch.setattr(AsyncRewardClient, "score", counting)
+    answers = ["\\boxed{72}", "\\boxed{70}", "\\boxed{72}", "no idea"] * 4  # a GRPO group of 16, 3 distinct
+    scores = await asyncio.gather(*(verl.compute_score(data_source="openai/gsm8k", solution_str=a, ground_truth="72",
+                                                       extra_info={"index": 0}) for a in answers))
+    assert scores == [1.0, 0.0, 1.0, 0.0] * 4
+    assert sent == [3]
+
+
+async def test_verl_one_unmapped_row_fails_alone_among_concurrent_calls(service_env):
+    out = await asyncio.gather(verl.compute_score("openai/gsm8k", "\\boxed{1}", "1"),
+                               verl.compute_score("my_unknown_set", "\\boxed{1}", "1"),
+                               verl.compute_score("openai/gsm8k", "\\boxed{2}", "1"), return_exceptions=True)
+    assert out[0] == 1.0 and out[2] == 0.0
+    assert isinstance(out[1], ValueError) and "my_unknown_set" in str(out[1])
+
+
+async def test_verl_coalescing_can_be_switched_off_by_reward_kwargs(service_env, monkeypatch):
+    sent = []
+    real = AsyncRewardClient.score
+
+    async def counting(self, items, **kw):
+        items = list(items)
+        sent.append(len(items))
+        return await real(self, items, **kw)
+
+    monkeypatch.setattr(AsyncRewardClient, "score", counting)
+    await asyncio.gather(*(verl.compute_score("openai/gsm8k", f"\\boxed{{{i}}}", "1", coalesce_ms=0)
+                           for i in range(3)))
+    assert sent == [1, 1, 1]
 
 
 def test_verl_compute_score_batch_matches_what_batch_reward_manager_passes():
@@ -64,8 +116,8 @@ def test_verl_compute_score_batch_matches_what_batch_reward_manager_passes():
     assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def test_verl_loads_our_file_and_calls_it_as_the_batch_manager_does(service_env):
-    # verl/trainer/ppo/reward.py get_custom_reward_fn: the file is executed as module
+def test_verl_loads_our_file_and_calls_it_as_the_old_batch_manager_does(service_env):
+    # verl < 0.9 verl/trainer/ppo/reward.py get_custom_reward_fn: the file is executed as module
     # "custom_module", the named function wrapped so reward_kwargs are merged into each
     # call; BatchRewardManager.verify then calls it by keyword.
     import functools
@@ -86,14 +138,32 @@ def test_verl_loads_our_file_and_calls_it_as_the_batch_manager_does(service_env)
     assert [s["score"] for s in scores] == [1.0, 0.0]
 
 
+def test_verl_functions_loaded_by_file_path_survive_cloudpickle(service_env):
+    # verl 0.9's remote manager ships the function to a Ray actor with cloudpickle; loaded by
+    # path (module "custom_module_<hash>", not importable) it goes by value, globals and all:
+    # a module-level lru_cache there made that fail.
+    import importlib.util
+
+    cloudpickle = pytest.importorskip("cloudpickle")
+    spec = importlib.util.spec_from_file_location(f"custom_module_{hash(verl.__file__)}", verl.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("compute_score", "compute_score_sync", "compute_score_batch"):
+        clone = cloudpickle.loads(cloudpickle.dumps(getattr(module, name)))
+        assert clone.__name__ == name
+    clone = cloudpickle.loads(cloudpickle.dumps(module.compute_score_sync))
+    assert clone("openai/gsm8k", "\\boxed{3}", "3") == 1.0
+    assert asyncio.run(cloudpickle.loads(cloudpickle.dumps(module.compute_score))("openai/gsm8k", "\\boxed{3}", "3")) == 1.0
+
+
 def test_verl_compute_score_rewards_a_correct_gsm8k_answer(service_env):
-    score = verl.compute_score(data_source="openai/gsm8k", solution_str="48 + 24 = 72, so \\boxed{72}",
+    score = verl.compute_score_sync(data_source="openai/gsm8k", solution_str="48 + 24 = 72, so \\boxed{72}",
                                ground_truth="72", extra_info={"split": "train", "index": 0})
     assert score == 1.0
 
 
 def test_verl_compute_score_gives_nothing_for_a_wrong_answer(service_env):
-    assert verl.compute_score("lighteval/MATH", "\\boxed{\\frac{1}{3}}", "\\frac{1}{2}") == 0.0
+    assert verl.compute_score_sync("lighteval/MATH", "\\boxed{\\frac{1}{3}}", "\\frac{1}{2}") == 0.0
 
 
 def test_verl_batch_scores_mixed_sources_in_order(service_env):
@@ -136,15 +206,15 @@ def test_verl_return_dict_gives_the_same_numeric_keys_on_every_row(service_env):
 
 def test_verl_return_dict_can_be_switched_on_by_environment(service_env, monkeypatch):
     monkeypatch.setenv("REWARD_SERVICE_RETURN_DICT", "1")
-    assert verl.compute_score("openai/gsm8k", "\\boxed{5}", "5")["score"] == 1.0
+    assert verl.compute_score_sync("openai/gsm8k", "\\boxed{5}", "5")["score"] == 1.0
 
 
 def test_verl_extra_info_task_overrides_the_data_source_mapping(service_env):
-    assert verl.compute_score("openai/gsm8k", "The answer is (D).", "D", {"task": "mcq"}) == 1.0
+    assert verl.compute_score_sync("openai/gsm8k", "The answer is (D).", "D", {"task": "mcq"}) == 1.0
 
 
 def test_verl_reward_options_reach_the_task(service_env):
-    row = verl.compute_score("openai/gsm8k", "\\boxed{5}", "5", {"reward_options": {"no_such_option": 1}},
+    row = verl.compute_score_sync("openai/gsm8k", "\\boxed{5}", "5", {"reward_options": {"no_such_option": 1}},
                              return_dict=True)
     assert row["status_ok"] == 0.0  # the math task rejected the unknown option, so it was sent
 

@@ -1,10 +1,23 @@
 """verl ``custom_reward_function`` backed by the reward service.
 
-verl calls ``compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs)``
-per response (naive/prime reward managers), or, with ``reward_model.reward_manager=batch``,
-``compute_score(data_sources=, solution_strs=, ground_truths=, extra_infos=, **reward_kwargs)``
-once per training step; point ``custom_reward_function.name`` at :func:`compute_score_batch`
-for the latter so a step costs one round trip instead of one per response.
+verl >= 0.9 (its reward loop, ``verl.experimental.reward_loop``) awaits one
+``compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs)``
+per response, a whole chunk of them at once. :func:`compute_score` is ``async``: the
+calls made together in a reward-loop worker are coalesced into one ``/score`` request
+(:mod:`reward_service.integrations.coalesce`), so a training step costs about one request
+per reward worker instead of one per response, and a GRPO group's repeated answers are
+sent once. Point verl at it with
+
+    reward.custom_reward_function.path=pkg://reward_service.integrations.verl
+
+(``name`` defaults to ``compute_score``). For callers that can't await:
+
+- :func:`compute_score_sync`: same arguments, one request per call; for verl 0.9's
+  ``remote`` reward manager (it refuses async functions) and verl < 0.9's per-sample
+  ``naive``/``prime`` managers.
+- :func:`compute_score_batch`: verl < 0.9's ``reward_model.reward_manager=batch``
+  (``compute_score(data_sources=, solution_strs=, ground_truths=, extra_infos=)`` once per
+  step). verl 0.9 has no batch manager in its reward loop.
 
 Configuration (environment, read in every process verl starts):
 
@@ -14,26 +27,37 @@ Configuration (environment, read in every process verl starts):
 - ``REWARD_SERVICE_DEFAULT_TASK``: task for a data_source nothing maps (otherwise that is an error)
 - ``REWARD_SERVICE_RETURN_DICT=1``: return verl's dict form instead of a float
 - ``REWARD_SERVICE_TIMEOUT_S``: per-batch deadline sent to the service
+- ``REWARD_SERVICE_CLIENT_COALESCE_MS`` (default 5): a coalesced batch is sent once no call
+  joined it for this long (0: every call on its own); ``REWARD_SERVICE_CLIENT_COALESCE_MAX_DELAY_MS``
+  (default 100): at the latest this long after its first call;
+  ``REWARD_SERVICE_CLIENT_COALESCE_MAX_ITEMS`` (default 512): at once when this big;
+  ``REWARD_SERVICE_CLIENT_DEADLINE_S``: hard bound on one call (default: the HTTP timeout + 60 s)
 
 ``custom_reward_function.reward_kwargs`` may set ``task``, ``task_map``, ``default_task``,
-``return_dict``, ``timeout_s`` and ``options`` with the same meaning (they win over the
+``return_dict``, ``timeout_s``, ``options``, ``coalesce_ms``, ``coalesce_max_delay_ms``,
+``coalesce_max_items`` and ``deadline_s`` with the same meaning (they win over the
 environment). Per row, ``extra_info["task"]`` picks the task, ``extra_info["reward_options"]``
 the task options, and ``extra_info["prompt"]`` (or ``"question"``) the prompt for tasks that
 read it (ifeval).
+
+Loaded by file path (``custom_reward_function.path: /path/to/verl.py``) this module is
+pickled by value when verl ships the function to a Ray actor (the ``remote`` manager):
+it holds no module-level state for that reason; the coalescers live in the importable
+:mod:`reward_service.integrations.coalesce`.
 """
 from __future__ import annotations
 
 import fnmatch
-import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reward_service.client import shared_client
+from reward_service.client import _env_url_and_key, shared_client
+from reward_service.integrations.coalesce import CoalesceConfig, coalescer_for
 from reward_service.models import Item, Result
 
-__all__ = ["DEFAULT_TASK_MAP", "compute_score", "compute_score_batch", "resolve_task"]
+__all__ = ["DEFAULT_TASK_MAP", "compute_score", "compute_score_batch", "compute_score_sync", "resolve_task"]
 
 # First match wins; patterns are case-insensitive fnmatch globs over verl's data_source.
 # Names follow verl's own default_compute_score and its data preprocessing scripts.
@@ -72,11 +96,9 @@ DEFAULT_TASK_MAP: tuple[tuple[str, str], ...] = (
 
 
 def _env_task_map() -> dict[str, str]:
-    return _parse_task_map(os.environ.get("REWARD_SERVICE_TASK_MAP") or "")
-
-
-@functools.lru_cache(maxsize=8)  # read per row; parse once per distinct value
-def _parse_task_map(raw: str) -> dict[str, str]:
+    # Parsed per row on purpose: a cache here would be module state, which cloudpickle
+    # can't ship when verl loads this file by path (and a small JSON object parses in µs).
+    raw = os.environ.get("REWARD_SERVICE_TASK_MAP") or ""
     if not raw:
         return {}
     mapping = json.loads(raw)
@@ -165,10 +187,41 @@ def _output(result: Result, as_dict: bool) -> float | dict[str, float]:
     return {"score": result.reward, "status_ok": float(result.status == "ok"), "elapsed_ms": result.elapsed_ms}
 
 
-def compute_score(
+def _setting(kw: Mapping[str, Any], key: str, env: str, default: float) -> float:
+    value = kw.get(key)
+    if value is None:
+        value = os.environ.get(env) or default
+    return float(value)
+
+
+def _coalesce_config(kw: Mapping[str, Any]) -> CoalesceConfig:
+    deadline = kw.get("deadline_s") or os.environ.get("REWARD_SERVICE_CLIENT_DEADLINE_S")
+    return CoalesceConfig(
+        window_s=_setting(kw, "coalesce_ms", "REWARD_SERVICE_CLIENT_COALESCE_MS", 5) / 1000,
+        max_delay_s=_setting(kw, "coalesce_max_delay_ms", "REWARD_SERVICE_CLIENT_COALESCE_MAX_DELAY_MS", 100) / 1000,
+        max_items=int(_setting(kw, "coalesce_max_items", "REWARD_SERVICE_CLIENT_COALESCE_MAX_ITEMS", 512)),
+        deadline_s=float(deadline) if deadline else None,
+    )
+
+
+async def compute_score(
     data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
 ) -> float | dict[str, float]:
-    """verl's per-response reward function: one item, one call to the service."""
+    """verl >= 0.9's per-response reward function; concurrent calls share one request.
+
+    A row that can't be scored raises for that row alone (an unmapped data_source, an item
+    the service refuses); the rows coalesced with it still get their rewards.
+    """
+    item = _item(data_source, solution_str, ground_truth, extra_info, kwargs)
+    url, key = _env_url_and_key()
+    result = await coalescer_for(url, key, _coalesce_config(kwargs)).score(item, timeout_s=_timeout(kwargs))
+    return _output(result, _want_dict(kwargs))
+
+
+def compute_score_sync(
+    data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
+) -> float | dict[str, float]:
+    """Blocking per-response form (verl 0.9's ``remote`` manager, verl < 0.9's ``naive``): one request per call."""
     item = _item(data_source, solution_str, ground_truth, extra_info, kwargs)
     return _output(shared_client().score([item], timeout_s=_timeout(kwargs))[0], _want_dict(kwargs))
 
@@ -180,7 +233,7 @@ def compute_score_batch(
     extra_infos: Sequence[Any] | None = None,
     **kwargs: Any,
 ) -> list[float | dict[str, float]]:
-    """verl's batch reward function (``reward_manager=batch``): the whole step in one request."""
+    """verl < 0.9's batch reward function (``reward_model.reward_manager=batch``): the whole step in one request."""
     n = len(solution_strs)
     infos = list(extra_infos) if extra_infos is not None else [None] * n
     if not (len(data_sources) == len(ground_truths) == len(infos) == n):
