@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # issue 11: admission control, self-healing pool
     max_pending_items: int = Field(100_000, ge=1, description="Most items accepted and not yet finished, over `/score`, `/openrlhf` and `/jobs` together (in distributed mode across every API replica, counted in Redis). Past it a request gets 429 with `Retry-After`; one request larger than it gets 413.")
 
+    # issue 13: NeMo Gym resources-server routes
+    nemo_gym_default_task: str = Field("math", description="`POST /verify` (NeMo Gym): the task of a row that names none and whose shape implies none (NeMo Gym calls `host:port/verify`, so a query parameter can't carry it).")
+
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))
 
