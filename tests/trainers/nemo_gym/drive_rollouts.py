@@ -12,7 +12,8 @@ Runs in the nemo_gym trainer venv (Python 3.12, nemo-gym 0.4.0: the newest pip o
   agent for the run's metrics as ``ng_collect_rollouts`` does;
 * ``ServerClient`` makes every call, and ``BaseVerifyResponse`` / ``AggregateMetrics`` validate answers.
 
-The resources server named ``reward_service`` is the live service under test. The one stand-in
+The config is the documented one, examples/nemo_gym/reward_service.yaml: its resources server
+``reward_service`` (no entrypoint: run outside NeMo Gym) is the live service under test. The one stand-in
 is the policy model (no GPU here): it answers each prompt with the text the test scripted in the
 request's ``metadata`` (``answer``, and ``reasoning`` for a reasoning item before it).
 
@@ -33,6 +34,7 @@ from urllib.parse import urlparse
 
 
 AGENT = "reward_service_simple_agent"
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "nemo_gym" / "reward_service.yaml"
 
 
 def free_port() -> int:
@@ -49,18 +51,18 @@ def host_port(url: str) -> dict:
 def main() -> None:
     args = json.loads(sys.argv[1])
     head_port, agent_port, model_port = free_port(), free_port(), free_port()
-    config = {
-        "head_server": {"host": "127.0.0.1", "port": head_port},
-        # The service runs outside NeMo Gym: a resources server given only by host and port.
-        "reward_service": {"resources_servers": {"reward_service": {
-            **host_port(args["service_url"]), "entrypoint": "app.py", "domain": "math"}}},
-        AGENT: {"responses_api_agents": {"simple_agent": {
-            "host": "127.0.0.1", "port": agent_port, "entrypoint": "app.py",
-            "resources_server": {"type": "resources_servers", "name": "reward_service"},
-            "model_server": {"type": "responses_api_models", "name": "policy_model"}}}},
-        "policy_model": {"responses_api_models": {"stand_in": {
-            "host": "127.0.0.1", "port": model_port, "entrypoint": "app.py"}}},
-    }
+    # The documented config (examples/nemo_gym/reward_service.yaml), as a user adds it to
+    # config_paths: the service's address through its REWARD_HOST / REWARD_PORT variables.
+    from omegaconf import OmegaConf
+
+    os.environ |= {"REWARD_HOST": host_port(args["service_url"])["host"],
+                   "REWARD_PORT": str(host_port(args["service_url"])["port"])}
+    config = OmegaConf.to_container(OmegaConf.load(EXAMPLE_CONFIG))
+    config["head_server"] = {"host": "127.0.0.1", "port": head_port}
+    config[AGENT]["responses_api_agents"]["simple_agent"] |= {"host": "127.0.0.1", "port": agent_port}
+    # What NeMo-RL's vllm_model_for_training.yaml would define; here the stand-in below.
+    config["policy_model"] = {"responses_api_models": {"stand_in": {
+        "host": "127.0.0.1", "port": model_port, "entrypoint": "app.py"}}}
     # How NeMo Gym hands its config to the processes it starts: read once, before anything asks.
     os.environ["NEMO_GYM_CONFIG_DICT"] = json.dumps(config)
 
