@@ -35,8 +35,17 @@ SCRIPT = {
                ({"answer": "```python\nprint(3)\n```"}, 0.5)],  # passes one of the two tests
     "explicit-1": [({"answer": "Paris is the capital of France."}, 1.0), ({"answer": "Paris, of course."}, 0.0)],
 }
-# A row NeMo Gym would happily run but the service can't score: no ground truth anywhere.
-UNSCORABLE = {"responses_create_params": {"input": [{"role": "user", "content": "What is 1+1?"}]}, "uuid": "none-1"}
+# Rows NeMo Gym would happily run that the service can't score: (row, scripted answer, failure kind).
+# No ground truth anywhere; an answer sympy grinds on past the live service's math limit (MATH_LIMIT_S;
+# the other math rows take well under a second).
+MATH_LIMIT_S = 3.0
+UNSCORABLE = {
+    "none-1": ({"responses_create_params": {"input": [{"role": "user", "content": "What is 1+1?"}]}},
+               {"answer": r"\boxed{2}"}, "protocol_violation"),
+    "slow-1": ({"responses_create_params": {"input": [{"role": "user", "content": "What is 3?"}]},
+                "expected_answer": "3"},
+               {"answer": r"\boxed{9^{9^{9^{9^{9}}}}}"}, "reward_service:verifier_timeout"),
+}
 
 # NeMo Gym 0.7's failure-kind vocabulary rule (nemo_gym/failure_kinds.py): a registered name,
 # or an environment's own `<server>:<kind>`.
@@ -46,10 +55,12 @@ NAMESPACED = re.compile(r"[a-z][a-z0-9_]*:[a-z][a-z0-9_]*")
 
 def rows() -> list[dict]:
     """The example dataset as rollout collection would send it: each row repeated, with its indices."""
-    base = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()] + [UNSCORABLE]
+    base = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
+    base += [row | {"uuid": uuid} for uuid, (row, _, _) in UNSCORABLE.items()]
+    scripts = {uuid: [(script, None)] for uuid, (_, script, _) in UNSCORABLE.items()} | SCRIPT
     out = []
     for task_index, row in enumerate(base):
-        for rollout_index, (script, _) in enumerate(SCRIPT.get(row["uuid"], [({"answer": r"\boxed{2}"}, None)])):
+        for rollout_index, (script, _) in enumerate(scripts[row["uuid"]]):
             params = row["responses_create_params"] | {"metadata": script}
             out.append(row | {"responses_create_params": params, "agent_ref": {"name": AGENT},
                               "_ng_task_index": task_index, "_ng_rollout_index": rollout_index})
@@ -69,7 +80,8 @@ def assert_valid_as_nemo_gym_07(vr: dict) -> None:
 def collected():
     trainer_python("nemo_gym")
     # The code row needs a sandbox; the live service runs the no-isolation backend (our own test programs).
-    with running_service(workers=2) as url, running_service(api_key=KEY) as keyed_url:
+    with running_service(workers=2, REWARD_SERVICE_TASK_TIMEOUTS=json.dumps({"math": MATH_LIMIT_S})) as url, \
+            running_service(api_key=KEY) as keyed_url:
         yield run_driver("nemo_gym", "drive_rollouts.py",
                          {"service_url": url, "rows": rows(), "keyed_url": keyed_url, "api_key": KEY})
 
@@ -98,13 +110,14 @@ def test_each_rollout_gets_the_reward_its_answer_deserves(collected, uuid):
 def test_tasks_come_from_the_dataset_fields(collected):
     tasks = {uuid: vrs[0]["reward_service_result"]["task"] for uuid, vrs in by_uuid(collected).items()}
     assert tasks == {"math-1": "math", "math-2": "math", "mcq-1": "mcq", "code-1": "code",
-                     "explicit-1": "ifeval", "none-1": "math"}
+                     "explicit-1": "ifeval", "none-1": "math", "slow-1": "math"}
 
 
-def test_an_unscorable_row_is_masked_with_a_failure_kind_and_reason(collected):
-    [vr] = by_uuid(collected)["none-1"]
-    assert (vr["reward"], vr["mask_sample"], vr["failure_kind"]) == (0.0, True, "protocol_violation")
-    assert "ground truth" in vr["failure_reason"]
+@pytest.mark.parametrize("uuid", sorted(UNSCORABLE))
+def test_an_unscorable_row_is_masked_with_a_failure_kind_and_reason(collected, uuid):
+    [vr] = by_uuid(collected)[uuid]
+    assert (vr["reward"], vr["mask_sample"], vr["failure_kind"]) == (0.0, True, UNSCORABLE[uuid][2])
+    assert vr["failure_reason"] == vr["reward_service_result"]["detail"]["error"]
 
 
 def test_every_answer_validates_as_nemo_gym_verify_responses(collected):
@@ -125,11 +138,11 @@ def test_aggregate_metrics_through_the_agent(collected):
     assert entry["agent_ref"] == {"name": AGENT}
     metrics = entry["agent_metrics"]
     rewards = [r for script in SCRIPT.values() for _, r in script]
-    assert metrics["num_samples"] == len(rewards) + 1
-    assert metrics["num_masked"] == 1
-    assert metrics["mean/reward"] == pytest.approx(sum(rewards) / len(rewards))  # the masked row left out
-    assert metrics["failure_kind/protocol_violation"] == 1
-    assert len(entry["group_level_metrics"]) == len(SCRIPT) + 1
+    assert metrics["num_samples"] == len(rewards) + len(UNSCORABLE)
+    assert metrics["num_masked"] == len(UNSCORABLE)
+    assert metrics["mean/reward"] == pytest.approx(sum(rewards) / len(rewards))  # the masked rows left out
+    assert metrics["failure_kind/protocol_violation"] == metrics["failure_kind/reward_service:verifier_timeout"] == 1
+    assert len(entry["group_level_metrics"]) == len(SCRIPT) + len(UNSCORABLE)
     assert entry["key_metrics"]["mean/reward"] == metrics["mean/reward"]
 
 
