@@ -22,6 +22,7 @@ from trainer_envs import run_driver, trainer_python
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "nemo_gym" / "example.jsonl"
 AGENT = "reward_service_simple_agent"
+AGENT_REF = {"type": "responses_api_agents", "name": AGENT}  # as the example rows carry it
 KEY = "nemo-gym-key"
 
 # What each example row's rollouts answer (metadata the stand-in model reads), and the reward due.
@@ -62,7 +63,7 @@ def rows() -> list[dict]:
     for task_index, row in enumerate(base):
         for rollout_index, (script, _) in enumerate(scripts[row["uuid"]]):
             params = row["responses_create_params"] | {"metadata": script}
-            out.append(row | {"responses_create_params": params, "agent_ref": {"name": AGENT},
+            out.append(row | {"responses_create_params": params, "agent_ref": AGENT_REF,
                               "_ng_task_index": task_index, "_ng_rollout_index": rollout_index})
     return out
 
@@ -71,7 +72,8 @@ def assert_valid_as_nemo_gym_07(vr: dict) -> None:
     """The fields 0.7's BaseVerifyResponse adds, with the types it declares."""
     assert isinstance(vr["reward"], float)
     assert isinstance(vr["mask_sample"], bool)
-    assert vr["failure_kind"] is None or vr["failure_kind"] in REGISTERED_USED or NAMESPACED.fullmatch(vr["failure_kind"])
+    kind = vr["failure_kind"]
+    assert kind is None or kind in REGISTERED_USED or NAMESPACED.fullmatch(kind)
     assert vr["failure_reason"] is None or isinstance(vr["failure_reason"], str)
     assert isinstance(vr["responses_create_params"], dict) and isinstance(vr["response"], dict)
 
@@ -129,7 +131,7 @@ def test_every_answer_validates_as_nemo_gym_verify_responses(collected):
 def test_the_agent_passed_the_rows_own_fields_through_to_verify_and_back(collected):
     vr = by_uuid(collected)["mcq-1"][0]
     assert vr["options"][1] == {"B": "Polymerase Chain Reaction (PCR)"}
-    assert vr["agent_ref"] == {"name": AGENT}
+    assert vr["agent_ref"] == AGENT_REF
     assert vr["response"]["output"][-1]["content"][0]["text"] == r"The answer is \boxed{B}"
 
 

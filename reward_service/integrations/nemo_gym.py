@@ -1,4 +1,5 @@
-"""NeMo Gym's resources-server protocol: ``POST /verify``, ``/seed_session``, ``/close_session``, ``/aggregate_metrics``.
+"""NeMo Gym's resources-server protocol: ``POST /verify``, ``/seed_session``, ``/close_session``,
+``/aggregate_metrics``.
 
 The service stands in for a NeMo Gym *resources server* (what NeMo Gym's agents,
 and through them NeMo-RL's NeMo Gym environment, call to grade a rollout). An
