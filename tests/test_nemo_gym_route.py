@@ -144,6 +144,17 @@ def test_verify_rewards_a_correct_answer_and_returns_the_request_body(client):
     assert got["reward_service_result"]["status"] == "ok"
 
 
+def test_verify_returns_the_training_token_ids_and_logprobs_untouched(client):
+    # NeMo-RL trains on the token ids and logprobs its model server put on the output items,
+    # read back from the verify response: they must come back exactly.
+    body = row(r"\boxed{4}", expected_answer="4")
+    body["response"]["output"][0] |= {"prompt_token_ids": [1, 2, 3], "generation_token_ids": [7, 8],
+                                      "generation_log_probs": [-0.125, -1.0000001]}
+    got = client.post("/verify", json=body).json()
+    assert got["response"] == body["response"]
+    assert got["reward"] == 1.0
+
+
 def test_verify_gives_zero_to_a_wrong_answer_without_masking(client):
     got = client.post("/verify", json=row(r"\boxed{5}", expected_answer="4")).json()
     assert (got["reward"], got["mask_sample"]) == (0.0, False)
