@@ -1,9 +1,10 @@
 """NeMo Gym's own rollout collection, agent and client against the live service as its resources server.
 
 The driver (tests/trainers/nemo_gym/drive_rollouts.py) runs in the nemo_gym trainer venv
-(`bash deploy/install-trainers.sh nemo_gym`): NeMo Gym's HeadServer, simple_agent,
-RolloutCollectionHelper and ServerClient, unchanged; only the policy model is a stand-in
-answering what each row scripts. NOTE: that is nemo-gym 0.4.0, the newest pip offers on this
+(`bash deploy/install-trainers.sh nemo_gym`): NeMo Gym's config check, HeadServer, simple_agent,
+RolloutCollectionHelper and ServerClient, unchanged, with the documented config and the forwarding
+resources server of examples/nemo_gym/resources_servers/reward_service; only the policy model is a
+stand-in answering what each row scripts. NOTE: that is nemo-gym 0.4.0, the newest pip offers on this
 machine; 0.7 (which issue 13 names, and whose `mask_sample`/`failure_kind`/`failure_reason`
 and `/close_session` the routes implement) is not installable here. So every answer is checked
 twice: by 0.4.0's own BaseVerifyResponse in the driver, and here against 0.7's verify-response
@@ -20,7 +21,8 @@ import pytest
 from live_service import running_service
 from trainer_envs import run_driver, trainer_python
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "nemo_gym" / "example.jsonl"
+EXAMPLES = (Path(__file__).resolve().parent.parent / "examples" / "nemo_gym" / "resources_servers" / "reward_service"
+            / "data" / "example.jsonl")
 AGENT = "reward_service_simple_agent"
 AGENT_REF = {"type": "responses_api_agents", "name": AGENT}  # as the example rows carry it
 KEY = "nemo-gym-key"
@@ -81,11 +83,11 @@ def assert_valid_as_nemo_gym_07(vr: dict) -> None:
 @pytest.fixture(scope="module")
 def collected():
     trainer_python("nemo_gym")
+    # One API-key-protected service: the forwarding resources server must send the key.
     # The code row needs a sandbox; the live service runs the no-isolation backend (our own test programs).
-    with running_service(workers=2, REWARD_SERVICE_TASK_TIMEOUTS=json.dumps({"math": MATH_LIMIT_S})) as url, \
-            running_service(api_key=KEY) as keyed_url:
-        yield run_driver("nemo_gym", "drive_rollouts.py",
-                         {"service_url": url, "rows": rows(), "keyed_url": keyed_url, "api_key": KEY})
+    env = {"REWARD_SERVICE_TASK_TIMEOUTS": json.dumps({"math": MATH_LIMIT_S})}
+    with running_service(api_key=KEY, workers=2, **env) as url:
+        yield run_driver("nemo_gym", "drive_rollouts.py", {"service_url": url, "api_key": KEY, "rows": rows()})
 
 
 def by_uuid(collected) -> dict[str, list[dict]]:
@@ -148,9 +150,19 @@ def test_aggregate_metrics_through_the_agent(collected):
     assert entry["key_metrics"]["mean/reward"] == metrics["mean/reward"]
 
 
-def test_seed_and_close_session_through_nemo_gyms_client(collected):
-    assert collected["sessions"] == {"seed": [200, {}], "close": [200, {}]}
+def test_the_documented_config_passes_nemo_gyms_own_config_check(collected):
+    assert collected["config_error"] is None
 
 
-def test_api_key_reaches_the_service_only_from_a_caller_that_sends_it(collected):
-    assert collected["keyed"] == {"without_key": 401, "with_key": 200, "with_key_reward": 1.0}
+def test_nemo_gyms_client_calls_the_service_directly(collected):
+    direct = collected["direct"]
+    assert direct["verify"][0] == 200 and direct["verify"][1]["reward"] == 1.0
+    assert_valid_as_nemo_gym_07(direct["verify"][1])
+    assert direct["seed_session"] == [200, {}]
+    assert direct["close_session"] == [200, {}]
+
+
+def test_the_forwarding_resources_server_sends_the_api_key_nemo_gyms_agents_do_not(collected):
+    # The service refuses a caller without the key; every rollout, through the forwarder, was scored.
+    assert collected["direct"]["verify_without_key"][0] == 401
+    assert all("reward_service_result" in vr for vr in collected["results"])
