@@ -166,3 +166,22 @@ def test_the_forwarding_resources_server_sends_the_api_key_nemo_gyms_agents_do_n
     # The service refuses a caller without the key; every rollout, through the forwarder, was scored.
     assert collected["direct"]["verify_without_key"][0] == 401
     assert all("reward_service_result" in vr for vr in collected["results"])
+
+
+@pytest.fixture(scope="module")
+def forwarded():
+    trainer_python("nemo_gym")
+    return run_driver("nemo_gym", "drive_forwarder.py", {"api_key": KEY}, timeout=180)
+
+
+def test_the_forwarder_waits_out_429s_as_retry_after_says_and_sends_the_key(forwarded):
+    assert forwarded["verify"][0] == 200 and forwarded["verify"][1]["reward"] == 1.0
+    verifies = [u for u in forwarded["upstream"] if u["path"] == "/verify"]
+    assert len(verifies) == 3  # two 429s, then the answer
+    assert forwarded["verify_s"] >= 0.4  # Retry-After: 0.2, twice
+    assert {u["auth"] for u in forwarded["upstream"]} == {f"Bearer {KEY}"}
+
+
+def test_the_forwarder_gives_up_after_max_retries_instead_of_hanging(forwarded):
+    assert forwarded["aggregate_status"] == 500
+    assert len([u for u in forwarded["upstream"] if u["path"] == "/aggregate_metrics"]) == 4  # 1 + max_retries 3
