@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reward_service.models import Item, Result
 
-__all__ = ["FAILURE_KINDS", "completion_text", "prompt_text", "router", "row_to_item", "verify_fields"]
+__all__ = ["FAILURE_KINDS", "aggregate", "completion_text", "prompt_text", "router", "row_to_item", "verify_fields"]
 
 router = APIRouter(tags=["integrations"])
 
