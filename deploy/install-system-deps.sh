@@ -19,6 +19,13 @@ read -r -a toolchains <<< "$toolchain_list"
 pkgs=(bubblewrap python3-venv "${toolchains[@]}")
 [[ "$profile" == test || "$profile" == ci ]] && pkgs+=(redis-server prometheus)
 [[ "$profile" == ci ]] && pkgs+=(docker.io debootstrap docker-compose python3-pip)
+# The NeMo Gym trainer environment (tests/trainers/nemo_gym) needs a Python 3.12: the distribution's
+# when it has one (Ubuntu 24.04) and none is here already (pyenv); Debian 12 has none, and the install says so.
+if [[ "$profile" == ci ]] && ! command -v python3.12 >/dev/null 2>&1 \
+        && ! compgen -G "${PYENV_ROOT:-$HOME/.pyenv}/versions/3.12.*" >/dev/null \
+        && apt-cache show python3.12-venv >/dev/null 2>&1; then
+    pkgs+=(python3.12-venv)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -234,6 +234,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
 
     from reward_service.integrations.openrlhf import router as openrlhf_router
     app.include_router(openrlhf_router)
+    from reward_service.integrations.nemo_gym import router as nemo_gym_router
+    app.include_router(nemo_gym_router)
 
     from reward_service.jobs import router as jobs_router
     app.include_router(jobs_router)

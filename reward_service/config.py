@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # issue 13: small concurrent requests scored as one batch
     coalesce_window_ms: float = Field(5.0, ge=0, description="Requests of fewer than `REWARD_SERVICE_COALESCE_MAX_ITEMS` items that arrive within this many milliseconds of each other (and ask for the same `timeout_s`) are scored as one batch, identical items once: trainers that send one sample per request (OpenRLHF) cost a batch per few milliseconds instead of one per sample. 0 turns it off.")
     coalesce_max_items: int = Field(256, ge=1, description="Most items one coalesced batch takes; a request this large or larger is scored on its own at once.")
+    # NeMo Gym resources-server routes
+    nemo_gym_default_task: str = Field("math", description="`POST /verify` (NeMo Gym): the task of a row that names none and whose shape implies none (NeMo Gym calls `host:port/verify`, so a query parameter can't carry it).")
 
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))
