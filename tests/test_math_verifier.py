@@ -246,3 +246,23 @@ def test_parse_cache_does_not_memoise_a_failure_that_ran_into_its_timeout():
     cache, config = _fresh_cache(clock=lambda: float(next(ticks)))
     first = cache.parse(r"\boxed{\frac{1}{}", config, 5)
     assert cache.parse(r"\boxed{\frac{1}{}", config, 5) is not first
+
+
+@pytest.mark.parametrize("answer, gold", [
+    ("Sirap", "Paris"),        # an anagram: math-verify reads both as a*i*p*r*s
+    ("BDAC", "ABCD"),          # an order answer given in the wrong order
+    ("ON", "NO"),
+    ("York New", "New York"),
+])
+def test_a_word_gold_is_not_a_product_of_letters(answer, gold):
+    assert score(f"\\boxed{{{answer}}}", gold).reward == 0.0
+
+
+@pytest.mark.parametrize("answer", ["\\boxed{Paris}", "\\boxed{paris.}", "\\boxed{\\text{Paris}}", "The answer is Paris."])
+def test_a_word_gold_matches_the_same_word_however_written(answer):
+    v = score(answer, "Paris")
+    assert (v.reward, v.detail["match"]) == (1.0, "string")
+
+
+def test_one_letter_golds_are_still_math():
+    assert score("\\boxed{x}", "x").detail["match"] == "math_verify"

@@ -170,6 +170,17 @@ def _read_whole_from(text: str, timeout: int | None) -> tuple[list, str | None, 
     return [], problem, False
 
 
+# A gold answer that is words ("Paris", "NO", "New York"): math-verify would read it as a
+# product of one-letter symbols, equal to any anagram ("Sirap") or reordering ("BDAC" for
+# "ABCD"), so it is compared as text only.
+_WORD_GOLD = re.compile(r"[A-Za-z][A-Za-z .,'\-]*")
+_LETTER_RUN = re.compile(r"[A-Za-z]{2,}")
+
+
+def _is_word_gold(gold: str) -> bool:
+    return bool(_WORD_GOLD.fullmatch(gold.strip())) and bool(_LETTER_RUN.search(gold))
+
+
 def _read_gold(gold: str, timeout: int | None) -> tuple[list, str | None]:
     return _read_whole(gold if any(d in gold for d in _LATEX_DELIMS) else "\\boxed{" + gold + "}", timeout)
 
@@ -302,8 +313,8 @@ def _stated_text(phrase: str, parsed: list) -> str:
     options=MathOptions,
     timeout_s=10.0,
     # 2: answer phrases end where the answer does, partial golds read whole or as strings, no
-    # fallback on a term of an expression, no memoised timeouts.
-    version="2",
+    # fallback on a term of an expression, no memoised timeouts. 3: word golds compared as text.
+    version="3",
 )
 def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: str | None) -> Verdict:
     golds = _gold_answers(ground_truth)
@@ -327,6 +338,11 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
     parsed_golds: list[str | None] = []
     gold_problems: list[str] = []
     for gold in golds:
+        if _is_word_gold(gold):
+            parsed_golds.append(gold)
+            if opts.string_match and normalize(answer) == normalize(gold):
+                return Verdict(1.0, "ok", {"extracted": answer, "source": source, "gold": gold, "match": "string"})
+            continue
         gold_parsed, gold_problem = _read_gold(gold, parse_timeout)
         parsed_golds.append(str(gold_parsed[0]) if gold_parsed else None)
         if gold_problem:
