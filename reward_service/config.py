@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     coalesce_max_items: int = Field(256, ge=1, description="Most items one coalesced batch takes; a request this large or larger is scored on its own at once.")
     # NeMo Gym resources-server routes
     nemo_gym_default_task: str = Field("math", description="`POST /verify` (NeMo Gym): the task of a row that names none and whose shape implies none (NeMo Gym calls `host:port/verify`, so a query parameter can't carry it).")
+    nemo_gym_mask_statuses: list[Literal["error", "invalid", "timeout"]] = Field(["error", "invalid", "timeout"], description="`POST /verify` (NeMo Gym): the scoring statuses answered with `mask_sample: true` (left out of training) rather than reward 0, as JSON. A completion can cause a `timeout` (slow on purpose, an endless loop): leave it out, `[\"error\", \"invalid\"]`, so such a sample keeps its 0 in the loss.")
 
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))

@@ -240,3 +240,14 @@ def test_aggregate_metrics_route_answers_nemo_gyms_shape(client):
     assert got["agent_metrics"]["mean/reward"] == 1.0
     assert client.post("/aggregate_metrics", json={"verify_responses": []}).json() == \
         {"group_level_metrics": [], "agent_metrics": {}, "key_metrics": {}}
+
+
+def test_statuses_left_out_of_the_mask_setting_are_a_plain_zero():
+    from reward_service.integrations.nemo_gym import verify_fields
+    from reward_service.models import Result
+
+    timeout = Result(id=None, task="code", reward=0.0, status="timeout", detail={"error": "slow"}, elapsed_ms=1.0)
+    fields = verify_fields(timeout, frozenset({"error", "invalid"}))
+    assert (fields["reward"], fields["mask_sample"], fields["failure_kind"]) == (
+        0.0, False, "reward_service:verifier_timeout")
+    assert verify_fields(timeout)["mask_sample"] is True  # the default masks every failed check

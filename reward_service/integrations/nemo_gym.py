@@ -227,15 +227,19 @@ def row_to_item(body: dict[str, Any], default_task: str) -> Item:
                 options=options if isinstance(options, dict) else None)
 
 
-def verify_fields(result: Result) -> dict[str, Any]:
-    """The fields a verify response adds for one scored result."""
+def verify_fields(result: Result, masked: frozenset[str] = frozenset(FAILURE_KINDS)) -> dict[str, Any]:
+    """The fields a verify response adds for one scored result.
+
+    A non-ok status in ``masked`` (by default every one) is ``mask_sample``; one not in
+    it is an ordinary reward of 0 that still names its ``failure_kind``.
+    """
     ours = {"task": result.task, "status": result.status, "detail": result.detail,
             "elapsed_ms": result.elapsed_ms, "cached": result.cached}
     if result.status == "ok":
         return {"reward": result.reward, "mask_sample": False, "failure_kind": None, "failure_reason": None,
                 "reward_service_result": ours}
     reason = result.detail.get("error") if isinstance(result.detail.get("error"), str) else None
-    return {"reward": 0.0, "mask_sample": True, "failure_kind": FAILURE_KINDS[result.status],
+    return {"reward": 0.0, "mask_sample": result.status in masked, "failure_kind": FAILURE_KINDS[result.status],
             "failure_reason": reason or f"scoring status {result.status}", "reward_service_result": ours}
 
 
@@ -261,7 +265,8 @@ async def verify(body: NeMoGymVerifyRequest, request: Request) -> NeMoGymVerifyR
 
     async with admission(request).hold(1):
         scored = await scorer.score([item])
-    return NeMoGymVerifyResponse.model_validate(raw | verify_fields(scored.results[0]))
+    masked = frozenset(getattr(settings, "nemo_gym_mask_statuses", FAILURE_KINDS))
+    return NeMoGymVerifyResponse.model_validate(raw | verify_fields(scored.results[0], masked))
 
 
 @router.post("/seed_session", response_model=Empty, summary="NeMo Gym resources server: start a rollout")
