@@ -10,7 +10,10 @@ request that arrived meanwhile as one executor batch, with identical items
 
 Only requests of the same ``timeout_s`` share a batch, since the executor
 gives a batch one deadline. A request of ``max_items`` or more goes straight
-through: it is a batch already, and holding it would only add latency. A
+through: it is a batch already, and holding it would only add latency. Nor
+is anything held when no other request is in flight (a caller sending one
+request at a time) or when the executor has a worker idle right now (the
+embedded pool: merging pays only while requests would queue anyway). A
 request never waits longer than the window before its batch starts, and it is
 answered as soon as its own items are scored (the executor reports items as
 they finish): a pathological completion in one request never holds up the
@@ -91,9 +94,9 @@ class Coalescer(Executor):
         self._busy += 1
         try:
             if (self.window_s <= 0 or len(jobs) >= self.max_items or not jobs
-                    or (self._busy == 1 and timeout_s not in self._open)):
-                # Nothing else in flight to merge with: a caller sending one request at a
-                # time never waits for a window.
+                    or (timeout_s not in self._open and (self._busy == 1 or self.inner.has_capacity()))):
+                # Nothing else in flight to merge with (a caller sending one request at a time),
+                # or a worker idle right now: waiting for company would only leave it idle.
                 return await self.inner.run(jobs, timeout_s, on_outcome)
             return await self._merged(jobs, timeout_s, on_outcome)
         finally:

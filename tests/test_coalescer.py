@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -139,6 +140,14 @@ async def test_requests_with_different_deadlines_are_not_merged():
     assert [len(b) for b in inner.batches] == [1, 2, 2]
 
 
+async def test_nothing_is_held_while_the_executor_has_an_idle_worker():
+    inner = Recording()
+    inner.has_capacity = lambda: True
+    co = Coalescer(inner, window_s=60.0, max_items=256)
+    await asyncio.wait_for(asyncio.gather(*(co.run([job(str(i))], None) for i in range(5))), 5)
+    assert [len(b) for b in inner.batches] == [1] * 5
+
+
 async def test_zero_window_passes_every_request_straight_through():
     inner = Recording()
     co = Coalescer(inner, window_s=0.0, max_items=256)
@@ -191,6 +200,14 @@ def _coalesced_counts(metrics_text: str) -> tuple[float, float]:
     return count, total
 
 
+def _batches_of(metrics_text: str, low: int, high: int) -> float:
+    """Coalesced batches of more than ``low`` and at most ``high`` requests (histogram buckets)."""
+    def bucket(le: int) -> float:
+        key = f'reward_coalesced_requests_bucket{{le="{float(le)}"}}'
+        return next(float(line.split()[-1]) for line in metrics_text.splitlines() if line.startswith(key))
+    return bucket(high) - bucket(low)
+
+
 @pytest.mark.slow
 def test_concurrent_one_sample_requests_to_the_service_are_scored_in_few_batches():
     from live_service import running_service
@@ -229,25 +246,34 @@ def test_requests_one_at_a_time_are_never_held_for_a_window():
 def test_a_pathological_completion_does_not_hold_up_requests_merged_with_it():
     from live_service import running_service
 
-    async def go(url: str) -> tuple[list[str], str]:
+    async def go(url: str) -> tuple[dict[str, float], list[str], str]:
+        done: dict[str, float] = {}  # answered at, seconds from the start
         order: list[str] = []
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            t0 = time.monotonic()
+
             async def one(name: str, completion: str) -> None:
                 r = await client.post("/score", json={"items": [
                     {"task": "math", "completion": completion, "ground_truth": "2"}]})
                 r.raise_for_status()
+                done[name] = time.monotonic() - t0
                 order.append(f"{name}:{r.json()['results'][0]['status']}")
 
-            busy = asyncio.ensure_future(one("busy", "\\boxed{8^{8^{8^{8^{8}}}}}"))  # goes alone
-            await asyncio.sleep(0.3)
+            # Both workers busy (those two go alone), so what comes next is merged rather than started
+            busy = [asyncio.ensure_future(one(f"busy{b}", f"\\boxed{{{b}^{{{b}^{{{b}^{{{b}^{{{b}}}}}}}}}}}"))
+                    for b in (7, 8)]
+            await asyncio.sleep(0.5)
             await asyncio.gather(one("slow", "\\boxed{9^{9^{9^{9^{9}}}}}"),
                                  *(one(f"fast{i}", f"\\boxed{{{i}}}") for i in range(3)))
-            await busy
-            return order, (await client.get("/metrics")).text
+            await asyncio.gather(*busy)
+            return done, order, (await client.get("/metrics")).text
 
-    with running_service(workers=3, REWARD_SERVICE_COALESCE_WINDOW_MS="500",  # busy, slow, and the fast ones
+    with running_service(workers=2, REWARD_SERVICE_COALESCE_WINDOW_MS="200",
                          REWARD_SERVICE_TASK_TIMEOUTS='{"math": 3}') as url:
-        order, text = asyncio.run(go(url))
-    assert _coalesced_counts(text) == (1.0, 4.0)  # slow and fast were merged into one batch
-    assert sorted(order[:3]) == ["fast0:ok", "fast1:ok", "fast2:ok"], order
-    assert sorted(order[3:]) == ["busy:timeout", "slow:timeout"], order
+        done, order, text = asyncio.run(go(url))
+    assert _batches_of(text, 2, 4) == 1  # slow and fast (4 requests) were merged into one batch
+    assert sorted(order[2:5]) == ["fast0:ok", "fast1:ok", "fast2:ok"], order
+    assert order[5] == "slow:timeout", order
+    # The slow item's own 3 s limit runs after the fast ones are answered, not before them:
+    # an ordering with seconds of margin, not a speed target.
+    assert max(done[f"fast{i}"] for i in range(3)) < done["slow"] - 1.5, done

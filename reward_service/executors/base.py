@@ -59,6 +59,11 @@ class Executor(ABC):
     def readiness(self) -> tuple[bool, str]:
         """(ready, a human-readable reason) for /readyz."""
 
+    def has_capacity(self) -> bool:
+        """Whether a batch given now would start at once. False when the executor can't tell
+        (remote workers): the coalescer then merges whatever arrives within its window."""
+        return False
+
     @abstractmethod
     async def run(self, jobs: list[Job], timeout_s: float | None,
                   on_outcome: OutcomeCallback | None = None) -> list[Outcome]:

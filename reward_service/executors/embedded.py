@@ -120,6 +120,11 @@ class _RoundRobin:
         self._batches: collections.deque[collections.deque[_Chunk]] = collections.deque()
         self._cv = threading.Condition()
         self._closed = False
+        self._waiting = 0  # worker threads blocked in get() for want of work
+
+    def idle(self) -> bool:
+        """A worker is waiting and nothing is queued: a batch put now starts at once."""
+        return self._waiting > 0 and not self._batches
 
     def put(self, chunks: list[_Chunk]) -> None:
         with self._cv:
@@ -138,7 +143,11 @@ class _RoundRobin:
                         self._batches.append(q)
                     if not chunk.batch.done:
                         return chunk
-                self._cv.wait()
+                self._waiting += 1
+                try:
+                    self._cv.wait()
+                finally:
+                    self._waiting -= 1
 
     def close(self) -> None:
         with self._cv:
@@ -194,6 +203,10 @@ class EmbeddedExecutor(Executor):
             await asyncio.to_thread(t.join, 10)
         for w in self._workers:
             w.kill()
+
+    def has_capacity(self) -> bool:
+        """Some worker would start on a new batch at once (the coalescer then holds nothing back)."""
+        return self._sched.idle()
 
     def readiness(self) -> tuple[bool, str]:
         if not self._ready:
