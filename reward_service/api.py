@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
@@ -15,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import verifiers
 from reward_service.admission import admission, make_admission
+from reward_service.auth import carries_key, unauthorized
 from reward_service.config import Settings, get_settings
 from reward_service.executors.base import BackendUnavailable, Executor
 from reward_service.models import (ErrorResponse, Item, PromptStats, PromptStatsRequest, PromptStatsResponse,
@@ -137,10 +137,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     async def auth(request: Request, call_next):
         key = settings.api_key.get_secret_value() if settings.api_key else None
         if key and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].encode(), key.encode())):
-                return JSONResponse({"detail": "missing or wrong API key (Authorization: Bearer <key>)"}, 401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+            if not carries_key(request.headers.get("authorization", ""), key):
+                return unauthorized(request.url.path)
         return await call_next(request)
 
     app.add_middleware(_BodyLimit, max_bytes=int(settings.max_body_mb * (1 << 20)))
