@@ -1,0 +1,236 @@
+"""OpenRLHF 0.11.2's own reward code against the live service, in OpenRLHF's environment (.trainers/openrlhf).
+
+``drive_rollout.py`` runs one rollout's reward calls through OpenRLHF's code: its CLI's
+parser turns ``--reward.remote_url`` into what ``RolloutRayActor`` gets, the actor's
+``SingleTurnAgentExecutor`` decodes prompt + response (special tokens and all) and calls
+the URL route or loads and calls the reward-function file, and ``SamplesGenerator``
+makes the trainer's Experience of the answer. Only vLLM's engine (it answers with the
+test's response) and the GPU-only imports are stood in for (tests/trainers/openrlhf/).
+``drive_parser.py`` parses the example script's command line with OpenRLHF's parser.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from live_service import running_service
+from trainer_envs import REPO, run_driver, trainer_python
+
+KEY = "openrlhf-test-key"
+REWARD_FUNC = str(REPO / "reward_service" / "integrations" / "openrlhf_reward_func.py")
+EXAMPLE = REPO / "examples" / "openrlhf" / "train_reinforce_with_reward_service.sh"
+IFEVAL_ENDS_WITH = {"task": "ifeval", "ground_truth": {"instruction_id_list": ["startend:end_checker"],
+                                                       "kwargs": [{"end_phrase": "Any other questions?"}]}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def openrlhf_installed():
+    trainer_python("openrlhf")
+
+
+@pytest.fixture(scope="module")
+def open_url():
+    with running_service() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_url():
+    with running_service(api_key=KEY) as url:
+        yield url
+
+
+def rollout(remote_url: str, samples: list[dict], family: str = "chatml", env: dict | None = None) -> dict:
+    return run_driver("openrlhf", "drive_rollout.py", {"remote_url": remote_url, "family": family, "samples": samples},
+                      env=env)
+
+
+def one(value):
+    """The single value of one sample's tensor as OpenRLHF's Experience holds it (shape (1,) or (1, 1))."""
+    while isinstance(value, list):
+        assert len(value) == 1, value
+        value = value[0]
+    return value
+
+
+def rewards(out: dict) -> list:
+    """Each sample's reward in the trainer's Experience (None: the trainer got no reward)."""
+    return [one(s["rewards"]) for s in out["samples"]]
+
+
+def logs(out: dict, name: str) -> list:
+    """Each sample's ``extra_logs[name]`` in the Experience's info."""
+    return [one(s["info"][name]) for s in out["samples"]]
+
+
+# -- the URL route ---------------------------------------------------------------------
+
+
+def test_url_route_plain_labels_are_math_ground_truths(open_url):
+    out = rollout(f"{open_url}/openrlhf", [
+        {"question": "What is 6*7?", "answer": "42", "response": "6*7 = \\boxed{42}"},
+        {"question": "What is 1+1?", "answer": "2", "response": "It is \\boxed{3}"},
+    ])
+    assert rewards(out) == [1.0, 0.0]
+    assert [one(s["scores"]) for s in out["samples"]] == [1.0, 0.0]
+    assert logs(out, "status_ok") == [1.0, 1.0]
+    assert logs(out, "prompt_found") == [1.0, 1.0]
+
+
+def test_url_route_json_labels_choose_the_task_per_sample(open_url):
+    out = rollout(f"{open_url}/openrlhf", [
+        {"question": "Pick one: (A) cat (B) dog", "answer": json.dumps({"task": "mcq", "ground_truth": "B"}),
+         "response": "The answer is (B)."},
+        {"question": "What is 3*3?", "answer": json.dumps({"task": "math", "ground_truth": "9"}),
+         "response": "\\boxed{9}"},
+        {"question": "Pick one: (A) red (B) blue", "answer": json.dumps({"task": "mcq", "ground_truth": "A"}),
+         "response": "The answer is (B)."},
+    ])
+    assert rewards(out) == [1.0, 1.0, 0.0]
+
+
+def test_url_route_task_query_parameter_sets_the_task_of_plain_labels(open_url):
+    out = rollout(f"{open_url}/openrlhf?task=mcq", [
+        {"question": "Pick one: (A) cat (B) dog", "answer": "A", "response": "The answer is (A)."}])
+    assert rewards(out) == [1.0]
+
+
+@pytest.mark.parametrize("family", ["chatml", "llama3"])
+def test_url_route_scores_the_response_without_the_special_tokens_openrlhf_decodes(open_url, family):
+    # OpenRLHF decodes the query with skip_special_tokens=False: the chat template's markers
+    # and the EOS the model stopped on (<|im_end|>, <|eot_id|>) are in it; left on, the
+    # response would not end with the phrase.
+    out = rollout(f"{open_url}/openrlhf", [
+        {"question": "What is 2+2? End with 'Any other questions?'", "answer": json.dumps(IFEVAL_ENDS_WITH),
+         "response": "It is 4. Any other questions?"}], family=family)
+    assert "<|" in out["samples"][0]["prompt"]  # the template's special tokens were there to strip
+    assert rewards(out) == [1.0]
+    assert logs(out, "text_after_end") == [0.0]
+
+
+def test_url_route_does_not_score_a_turn_the_model_invented_after_its_own(open_url):
+    # A run whose stop tokens miss <|im_end|> generates on into a new turn with its own answer.
+    out = rollout(f"{open_url}/openrlhf", [
+        {"question": "What is 2+2?", "answer": "4", "stops": False,
+         "response": "I am not sure.<|im_end|>\n<|im_start|>user\nAnd 2+2?<|im_end|>\n<|im_start|>assistant\n\\boxed{4}"}])
+    assert rewards(out) == [0.0]
+    assert logs(out, "text_after_end") == [1.0]
+
+
+def test_url_route_with_an_api_key_and_no_credentials_leaves_openrlhf_without_rewards(keyed_url):
+    # Documented behaviour: OpenRLHF sends no key, retries the 401 five times, logs it at
+    # INFO and goes on with reward None (its trainer fails later). The service's 401 body
+    # and log say what to do (tests/test_integrations.py).
+    out = rollout(f"{keyed_url}/openrlhf", [{"question": "What is 1+1?", "answer": "2", "response": "\\boxed{2}"}])
+    assert rewards(out) == [None]
+    assert any("401" in line for line in out["log"]), out["log"]
+
+
+def test_url_route_with_the_key_in_the_url_user_info_is_scored(keyed_url):
+    # aiohttp sends the URL's user-info as HTTP Basic; the service takes the key as its password.
+    url = keyed_url.replace("http://", f"http://openrlhf:{KEY}@") + "/openrlhf"
+    out = rollout(url, [{"question": "What is 1+1?", "answer": "2", "response": "\\boxed{2}"}])
+    assert rewards(out) == [1.0]
+
+
+# -- the reward-function file ----------------------------------------------------------------
+
+
+def test_reward_function_file_with_an_api_key_is_scored(keyed_url):
+    out = rollout(REWARD_FUNC, [
+        {"question": "What is 6*7?", "answer": "42", "response": "\\boxed{42}"},
+        {"question": "Pick one: (A) cat (B) dog", "answer": json.dumps({"task": "mcq", "ground_truth": "A"}),
+         "response": "The answer is (B)."},
+        {"question": "What is 2+2? End with 'Any other questions?'", "answer": json.dumps(IFEVAL_ENDS_WITH),
+         "response": "4. Any other questions?"},
+    ], env={"REWARD_SERVICE_URL": keyed_url, "REWARD_SERVICE_API_KEY": KEY})
+    assert rewards(out) == [1.0, 0.0, 1.0]
+    assert logs(out, "prompt_found") == [1.0] * 3
+    assert logs(out, "status_ok") == [1.0] * 3
+
+
+def test_reward_function_file_task_of_plain_labels_comes_from_the_environment(open_url):
+    out = rollout(REWARD_FUNC, [{"question": "Pick one: (A) x (B) y", "answer": "B", "response": "The answer is (B)."}],
+                  env={"REWARD_SERVICE_URL": open_url, "REWARD_SERVICE_TASK": "mcq"})
+    assert rewards(out) == [1.0]
+
+
+def test_reward_function_file_with_a_wrong_key_says_so_in_the_worker_log(keyed_url):
+    out = rollout(REWARD_FUNC, [{"question": "What is 1+1?", "answer": "2", "response": "\\boxed{2}"}],
+                  env={"REWARD_SERVICE_URL": keyed_url, "REWARD_SERVICE_API_KEY": "wrong"})
+    assert rewards(out) == [None]  # OpenRLHF swallows what reward_func raises
+    assert any(line.startswith("reward_service.openrlhf:") and "REWARD_SERVICE_API_KEY" in line
+               for line in out["log"]), out["log"]
+
+
+# -- the example script and the docs, on OpenRLHF 0.11's flags ------------------------------------
+
+
+def example_command(tmp_path: Path, **env: str) -> list[str]:
+    """The train_ppo_ray flags the example script submits (a `ray` on PATH records them)."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    record = tmp_path / "argv.json"
+    (shim / "ray").write_text(f"#!/usr/bin/env python3\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    (shim / "ray").chmod(0o755)
+    child = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_")}
+    child.update(PATH=f"{shim}:{os.environ['PATH']}", **env)
+    subprocess.run(["bash", str(EXAMPLE)], env=child, check=True, capture_output=True, timeout=60)
+    argv = json.loads(record.read_text())
+    at = argv.index("openrlhf.cli.train_ppo_ray")
+    assert argv[at - 1] == "-m" and argv[:2] == ["job", "submit"], argv
+    return argv[at + 1:]
+
+
+def parse(argv: list[str]) -> dict:
+    return run_driver("openrlhf", "drive_parser.py", {"argv": argv})
+
+
+def test_example_script_flags_are_openrlhfs_and_say_what_the_service_needs(tmp_path):
+    argv = example_command(tmp_path)
+    out = parse(argv)
+    assert out["ok"], out.get("error")
+    # Every flag as written (argparse would also take an unambiguous prefix).
+    assert not [f for f in argv if f.startswith("--") and f not in out["options"]]
+    args = out["args"]
+    assert args["reward.remote_url"] == ["http://rewards.internal:8000/openrlhf?task=math"]
+    assert args["data.label_key"] == "answer"
+    assert args["data.apply_chat_template"] is True
+    assert args["algo.advantage.estimator"] == "reinforce_baseline"
+
+
+def test_example_script_with_the_reward_function_file_parses(tmp_path):
+    out = parse(example_command(tmp_path, REWARD_URL=REWARD_FUNC))
+    assert out["ok"], out.get("error")
+    assert out["args"]["reward.remote_url"] == [REWARD_FUNC]
+
+
+def test_the_parser_check_refuses_flags_openrlhf_no_longer_has():
+    # What the example used before 0.11: the test above would fail the same way.
+    out = parse(["--pretrain", "Qwen/Qwen2.5-Math-1.5B", "--remote_rm_url", "http://h:8000/openrlhf"])
+    assert not out["ok"]
+    assert "unrecognized arguments: --pretrain" in out["error"]
+
+
+def test_docs_name_only_flags_openrlhfs_parser_has():
+    out = parse(["--actor.model_name_or_path", "m", "--reward.remote_url", "http://h/openrlhf"])
+    text = (REPO / "docs" / "integrations.md").read_text()
+    section = text[text.index("## OpenRLHF"):text.index("\n## ", text.index("## OpenRLHF") + 1)]
+    readme = (REPO / "README.md").read_text()
+    line = next(li for li in readme.splitlines() if li.startswith("- **OpenRLHF**"))
+    flags = set(re.findall(r"--[a-z_]+\.[a-z_.]+", section + line))
+    assert "--reward.remote_url" in flags
+    assert flags <= set(out["options"]), flags - set(out["options"])
+    assert "--remote_rm_url" not in section + line and "--pretrain" not in section + line
+
+
+def test_the_service_answers_a_keyless_openrlhf_call_with_what_to_do(keyed_url):
+    # What the operator sees with curl; OpenRLHF itself shows only "401, message='Unauthorized'".
+    detail = httpx.post(f"{keyed_url}/openrlhf", json={"query": ["x"]}).json()["detail"]
+    assert "openrlhf_reward_func.py" in detail
