@@ -344,6 +344,16 @@ def test_clean_completion_without_the_prompt_scores_the_whole_query_without_spec
     assert clean_completion(query, "a prompt OpenRLHF truncated") == ("user\nWhat is 2+2?\nassistant\n\\boxed{4}", False, False)
 
 
+def test_clean_completion_cuts_off_the_tail_of_a_prompt_openrlhf_truncated_from_the_left():
+    # The prompt's worked example is in the tail OpenRLHF kept; scored, it would be the "answer".
+    prompt = "<|im_start|>user\n" + "Long preamble. " * 20 + "Answer like \\boxed{7}. What is 3+4?<|im_end|>\n<|im_start|>assistant\n"
+    assert clean_completion(prompt[100:] + "No idea.<|im_end|>", prompt) == ("No idea.", True, False)
+
+
+def test_clean_completion_looks_for_no_prompt_tail_shorter_than_32_characters():
+    assert clean_completion("What is 3+4? \\boxed{7}", "Long preamble. What is 3+4?")[1] is False
+
+
 def test_clean_completion_treats_a_nul_in_the_text_as_text_not_as_an_end_marker():
     assert clean_completion("Q\x00A: \\boxed{1}<|im_end|>", "Q") == ("A: \\boxed{1}", True, False)
 

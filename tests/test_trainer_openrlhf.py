@@ -46,9 +46,10 @@ def keyed_url():
         yield url
 
 
-def rollout(remote_url: str, samples: list[dict], family: str = "chatml", env: dict | None = None) -> dict:
-    return run_driver("openrlhf", "drive_rollout.py", {"remote_url": remote_url, "family": family, "samples": samples},
-                      env=env)
+def rollout(remote_url: str, samples: list[dict], family: str = "chatml", env: dict | None = None,
+            flags: list[str] | None = None) -> dict:
+    return run_driver("openrlhf", "drive_rollout.py", {"remote_url": remote_url, "family": family, "samples": samples,
+                                                      "flags": flags or []}, env=env)
 
 
 def one(value):
@@ -121,6 +122,17 @@ def test_url_route_does_not_score_a_turn_the_model_invented_after_its_own(open_u
          "response": "I am not sure.<|im_end|>\n<|im_start|>user\nAnd 2+2?<|im_end|>\n<|im_start|>assistant\n\\boxed{4}"}])
     assert rewards(out) == [0.0]
     assert logs(out, "text_after_end") == [1.0]
+
+
+def test_url_route_does_not_score_the_tail_of_a_prompt_openrlhf_truncated(open_url):
+    # --data.max_len 96 with --rollout.max_new_tokens 16 keeps the prompt's last 80 tokens; the
+    # prompt's worked example would be the "answer" if that tail were scored with the response.
+    question = "Some words to make this prompt long. " * 30 + "Answer like this: \\boxed{7}. What is 3+4?"
+    out = rollout(f"{open_url}/openrlhf", [{"question": question, "answer": "7", "response": "I am not sure."}],
+                  flags=["--data.max_len", "96", "--rollout.max_new_tokens", "16"])
+    assert any("Truncating" in line for line in out["log"]), out["log"]  # OpenRLHF did cut the prompt
+    assert rewards(out) == [0.0]
+    assert logs(out, "prompt_found") == [1.0]
 
 
 def test_url_route_with_an_api_key_and_no_credentials_leaves_openrlhf_without_rewards(keyed_url):

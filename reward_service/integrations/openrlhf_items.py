@@ -60,7 +60,8 @@ def split_completion(query: str, prompt: str | None) -> tuple[str, bool]:
     detokenization difference can put text before the prompt: the response is
     then what follows the prompt's first occurrence. With no prompt found the
     whole query is scored, which answer extraction (last boxed answer etc.) tolerates.
-    The response keeps its special tokens: ``clean_completion`` removes them.
+    A query that starts with the prompt's tail (OpenRLHF truncated the prompt) has
+    the tail cut off. The response keeps its special tokens: ``clean_completion`` removes them.
     """
     if not prompt:
         return query, False
@@ -69,7 +70,30 @@ def split_completion(query: str, prompt: str | None) -> tuple[str, bool]:
     at = query.find(prompt)
     if at >= 0:
         return query[at + len(prompt) :], True
+    rest = _after_prompt_tail(query, prompt)
+    if rest is not None:
+        return rest, True
     return query, False
+
+
+# OpenRLHF cuts a prompt too long for --data.max_len from the left (its tokens'
+# tail is kept) but sends the whole prompt: the query then starts with the prompt's
+# tail. A tail this long can't be there by chance; a shorter one is not looked for.
+_MIN_TAIL = 32
+
+
+def _after_prompt_tail(query: str, prompt: str) -> str | None:
+    """What follows the prompt's tail when ``query`` starts with one, else None."""
+    for skip in range(4):  # a cut through a multi-byte character decodes to replacement characters
+        probe = query[skip : skip + _MIN_TAIL]
+        if len(probe) < _MIN_TAIL:
+            return None
+        at = prompt.find(probe)
+        while at >= 0:
+            if query.startswith(prompt[at:], skip):
+                return query[skip + len(prompt) - at :]
+            at = prompt.find(probe, at + 1)
+    return None
 
 
 def clean_completion(query: str, prompt: str | None) -> tuple[str, bool, bool]:
@@ -77,7 +101,8 @@ def clean_completion(query: str, prompt: str | None) -> tuple[str, bool, bool]:
 
     Prompt and query are compared with their special tokens removed, so a prompt
     whose markers decode differently from how the template wrote them is still
-    found. When the prompt is not found the whole query is scored, with its special
+    found, and so is the tail of a prompt OpenRLHF truncated. When the prompt is not
+    found the whole query is scored, with its special
     tokens removed and nothing cut (its first end-of-turn marker closes the user's
     turn, not the model's).
     """

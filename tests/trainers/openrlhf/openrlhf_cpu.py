@@ -76,10 +76,14 @@ class ScriptedLLM:
 
     async def generate(self, prompt: dict, sampling_params: SamplingParams, request_id: str):
         tok = self.tokenizer
-        text, stops = self.responses[tok.decode(prompt["prompt_token_ids"], skip_special_tokens=False)]
+        seen = tok.decode(prompt["prompt_token_ids"], skip_special_tokens=False)
+        # OpenRLHF keeps the tail of a prompt too long for its max_len
+        (text, stops), = [answer for full, answer in self.responses.items() if full.endswith(seen)]
         ids = tok(text=text, add_special_tokens=False)["input_ids"]
         if stops:
             ids = ids + [tok.eos_token_id]
+        if sampling_params.max_tokens is not None and len(ids) > sampling_params.max_tokens:
+            ids, stops = ids[: sampling_params.max_tokens], False
         yield _RequestOutput([_Completion(ids, tok.decode(ids, skip_special_tokens=sampling_params.skip_special_tokens),
                                           "stop" if stops else "length")])
 
