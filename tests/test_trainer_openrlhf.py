@@ -73,27 +73,42 @@ def logs(out: dict, name: str) -> list:
 # -- the URL route ---------------------------------------------------------------------
 
 
-def test_url_route_plain_labels_are_math_ground_truths(open_url):
-    out = rollout(f"{open_url}/openrlhf", [
-        {"question": "What is 6*7?", "answer": "42", "response": "6*7 = \\boxed{42}"},
-        {"question": "What is 1+1?", "answer": "2", "response": "It is \\boxed{3}"},
-    ])
-    assert rewards(out) == [1.0, 0.0]
-    assert [one(s["scores"]) for s in out["samples"]] == [1.0, 0.0]
-    assert logs(out, "status_ok") == [1.0, 1.0]
-    assert logs(out, "prompt_found") == [1.0, 1.0]
+# One rollout through the open route, many samples (each OpenRLHF run costs ~10 s of imports).
+ROUTE_SAMPLES = {
+    "right": {"question": "What is 6*7?", "answer": "42", "response": "6*7 = \\boxed{42}"},
+    "wrong": {"question": "What is 1+1?", "answer": "2", "response": "It is \\boxed{3}"},
+    "mcq_json": {"question": "Pick one: (A) cat (B) dog", "answer": json.dumps({"task": "mcq", "ground_truth": "B"}),
+                 "response": "The answer is (B)."},
+    "math_json": {"question": "What is 3*3?", "answer": json.dumps({"task": "math", "ground_truth": "9"}),
+                  "response": "\\boxed{9}"},
+    "mcq_json_wrong": {"question": "Pick one: (A) red (B) blue",
+                       "answer": json.dumps({"task": "mcq", "ground_truth": "A"}), "response": "The answer is (B)."},
+    # ifeval's end_checker: with the <|im_end|> OpenRLHF decodes left on, the response would not end with the phrase.
+    "ends_with": {"question": "What is 2+2? End with 'Any other questions?'", "answer": json.dumps(IFEVAL_ENDS_WITH),
+                  "response": "It is 4. Any other questions?"},
+    # A run whose stop tokens miss <|im_end|> generates on into a new turn with its own answer.
+    "invented_turn": {"question": "What is 2+5?", "answer": "7", "stops": False,
+                      "response": "I am not sure.<|im_end|>\n<|im_start|>user\nAnd 2+5?<|im_end|>\n"
+                                  "<|im_start|>assistant\n\\boxed{7}"},
+}
 
 
-def test_url_route_json_labels_choose_the_task_per_sample(open_url):
-    out = rollout(f"{open_url}/openrlhf", [
-        {"question": "Pick one: (A) cat (B) dog", "answer": json.dumps({"task": "mcq", "ground_truth": "B"}),
-         "response": "The answer is (B)."},
-        {"question": "What is 3*3?", "answer": json.dumps({"task": "math", "ground_truth": "9"}),
-         "response": "\\boxed{9}"},
-        {"question": "Pick one: (A) red (B) blue", "answer": json.dumps({"task": "mcq", "ground_truth": "A"}),
-         "response": "The answer is (B)."},
-    ])
-    assert rewards(out) == [1.0, 1.0, 0.0]
+@pytest.fixture(scope="module")
+def route_rollout(open_url):
+    out = rollout(f"{open_url}/openrlhf", list(ROUTE_SAMPLES.values()))
+    return {name: {"samples": [sample], "log": out["log"]} for name, sample in zip(ROUTE_SAMPLES, out["samples"])}
+
+
+def test_url_route_plain_labels_are_math_ground_truths(route_rollout):
+    assert rewards(route_rollout["right"]) == [1.0]
+    assert rewards(route_rollout["wrong"]) == [0.0]
+    assert [one(route_rollout[name]["samples"][0]["scores"]) for name in ("right", "wrong")] == [1.0, 0.0]
+    assert logs(route_rollout["right"], "status_ok") == [1.0]
+    assert logs(route_rollout["right"], "prompt_found") == [1.0]
+
+
+def test_url_route_json_labels_choose_the_task_per_sample(route_rollout):
+    assert [rewards(route_rollout[name]) for name in ("mcq_json", "math_json", "mcq_json_wrong")] == [[1.0], [1.0], [0.0]]
 
 
 def test_url_route_task_query_parameter_sets_the_task_of_plain_labels(open_url):
@@ -102,26 +117,22 @@ def test_url_route_task_query_parameter_sets_the_task_of_plain_labels(open_url):
     assert rewards(out) == [1.0]
 
 
-@pytest.mark.parametrize("family", ["chatml", "llama3"])
-def test_url_route_scores_the_response_without_the_special_tokens_openrlhf_decodes(open_url, family):
-    # OpenRLHF decodes the query with skip_special_tokens=False: the chat template's markers
-    # and the EOS the model stopped on (<|im_end|>, <|eot_id|>) are in it; left on, the
-    # response would not end with the phrase.
-    out = rollout(f"{open_url}/openrlhf", [
-        {"question": "What is 2+2? End with 'Any other questions?'", "answer": json.dumps(IFEVAL_ENDS_WITH),
-         "response": "It is 4. Any other questions?"}], family=family)
-    assert "<|" in out["samples"][0]["prompt"]  # the template's special tokens were there to strip
+def test_url_route_scores_the_response_without_the_special_tokens_openrlhf_decodes(route_rollout):
+    out = route_rollout["ends_with"]
+    assert "<|im_start|>" in out["samples"][0]["prompt"]  # the template's special tokens were there to strip
     assert rewards(out) == [1.0]
     assert logs(out, "text_after_end") == [0.0]
 
 
-def test_url_route_does_not_score_a_turn_the_model_invented_after_its_own(open_url):
-    # A run whose stop tokens miss <|im_end|> generates on into a new turn with its own answer.
-    out = rollout(f"{open_url}/openrlhf", [
-        {"question": "What is 2+2?", "answer": "4", "stops": False,
-         "response": "I am not sure.<|im_end|>\n<|im_start|>user\nAnd 2+2?<|im_end|>\n<|im_start|>assistant\n\\boxed{4}"}])
-    assert rewards(out) == [0.0]
-    assert logs(out, "text_after_end") == [1.0]
+def test_url_route_strips_llama3s_special_tokens_too(open_url):
+    out = rollout(f"{open_url}/openrlhf", [ROUTE_SAMPLES["ends_with"]], family="llama3")
+    assert out["samples"][0]["prompt"].startswith("<|begin_of_text|><|start_header_id|>user")
+    assert rewards(out) == [1.0]
+
+
+def test_url_route_does_not_score_a_turn_the_model_invented_after_its_own(route_rollout):
+    assert rewards(route_rollout["invented_turn"]) == [0.0]
+    assert logs(route_rollout["invented_turn"], "text_after_end") == [1.0]
 
 
 def test_url_route_does_not_score_the_tail_of_a_prompt_openrlhf_truncated(open_url):
@@ -165,6 +176,17 @@ def test_reward_function_file_with_an_api_key_is_scored(keyed_url):
     assert rewards(out) == [1.0, 0.0, 1.0]
     assert logs(out, "prompt_found") == [1.0] * 3
     assert logs(out, "status_ok") == [1.0] * 3
+
+
+def test_reward_function_file_takes_a_prompts_samples_called_concurrently(keyed_url):
+    # OpenRLHF runs the n samples of a prompt concurrently, each reward_func call in its own thread.
+    out = run_driver("openrlhf", "drive_rollout.py", {
+        "remote_url": REWARD_FUNC, "flags": ["--rollout.n_samples_per_prompt", "8"],
+        "samples": [{"question": "What is 6*7?", "answer": "42", "response": "\\boxed{42}"},
+                    {"question": "What is 6*8?", "answer": "48", "response": "\\boxed{42}"}]},
+        env={"REWARD_SERVICE_URL": keyed_url, "REWARD_SERVICE_API_KEY": KEY})
+    assert [s["n"] for s in out["samples"]] == [8, 8]
+    assert [[one(r) for r in s["all_rewards"]] for s in out["samples"]] == [[1.0] * 8, [0.0] * 8]
 
 
 def test_reward_function_file_task_of_plain_labels_comes_from_the_environment(open_url):
@@ -223,16 +245,17 @@ def test_example_script_with_the_reward_function_file_parses(tmp_path):
     assert out["args"]["reward.remote_url"] == [REWARD_FUNC]
 
 
-def test_the_parser_check_refuses_flags_openrlhf_no_longer_has():
-    # What the example used before 0.11: the test above would fail the same way.
-    out = parse(["--pretrain", "Qwen/Qwen2.5-Math-1.5B", "--remote_rm_url", "http://h:8000/openrlhf"])
-    assert not out["ok"]
-    assert "unrecognized arguments: --pretrain" in out["error"]
-
-
-# The pre-0.11 flags the docs name as refused (the test above shows the parser refuses them).
+# The pre-0.11 flags the docs name as refused (the next test shows the parser refuses them).
 OLD_FLAGS = {"--pretrain", "--remote_rm_url", "--label_key"}
 OTHER_TOOLS = {"--address", "--runtime-env-json", "--no-deps"}  # ray job submit's, pip's
+
+
+def test_the_parser_check_refuses_flags_openrlhf_no_longer_has():
+    # What the example used before 0.11 (and the docs name as refused): the test above would fail the same way.
+    out = parse(["--actor.model_name_or_path", "m", *(f for flag in sorted(OLD_FLAGS) for f in (flag, "x"))])
+    assert not out["ok"]
+    assert all(flag in out["error"] for flag in OLD_FLAGS), out["error"]
+    assert "unrecognized arguments" in out["error"]
 
 
 def test_docs_name_only_flags_openrlhfs_parser_has():
@@ -244,8 +267,6 @@ def test_docs_name_only_flags_openrlhfs_parser_has():
     flags = set(re.findall(r"(?<![\w-])--[a-z][a-z_.-]*[a-z](?![\w.*-])", section + line))
     assert "--reward.remote_url" in flags
     assert flags - OLD_FLAGS - OTHER_TOOLS <= set(out["options"]), flags - OLD_FLAGS - OTHER_TOOLS - set(out["options"])
-    refused = parse(["--actor.model_name_or_path", "m", *(f for flag in sorted(OLD_FLAGS) for f in (flag, "x"))])
-    assert not refused["ok"] and all(flag in refused["error"] for flag in OLD_FLAGS), refused
 
 
 def test_the_service_answers_a_keyless_openrlhf_call_with_what_to_do(keyed_url):

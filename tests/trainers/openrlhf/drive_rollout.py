@@ -8,8 +8,9 @@ goes to RolloutRayActor as create_vllm_engines passes it. Each sample's prompt i
 OpenRLHF's preprocess_data with the tokenizer's chat template; RolloutRayActor.generate_responses
 runs SingleTurnAgentExecutor, which decodes prompt + response and calls the reward URL or
 file; SamplesGenerator._process_response_into_experience turns that into the trainer's
-Experience. Prints JSON: per sample the Experience's rewards, scores and info, and the log
-lines of OpenRLHF's executor and of the reward-function file.
+Experience. --rollout.n_samples_per_prompt N makes N concurrent calls per prompt, as in training.
+Prints JSON: per sample the first Experience's rewards, scores and info, every Experience's
+rewards, and the log lines of OpenRLHF's executor and of the reward-function file.
 """
 import asyncio
 import json
@@ -77,12 +78,13 @@ async def main() -> None:
                                                                                    sample.get("stops", True))
         responses = await actor.generate_responses(prompt=prompt, label=label, sampling_params=sampling_params,
                                                    max_length=args.data.max_len, hf_tokenizer=tokenizer,
-                                                   num_samples=1)
-        for response in responses:
-            exp = SamplesGenerator._process_response_into_experience(None, response, max_len=args.data.max_len)
-            out.append({"prompt": prompt,
-                        "rewards": plain(exp.rewards), "scores": plain(exp.scores),
-                        "info": {k: plain(v) for k, v in exp.info.items()}})
+                                                   num_samples=args.rollout.n_samples_per_prompt)
+        exps = [SamplesGenerator._process_response_into_experience(None, r, max_len=args.data.max_len)
+                for r in responses]
+        out.append({"prompt": prompt, "n": len(exps),
+                    "rewards": plain(exps[0].rewards), "scores": plain(exps[0].scores),
+                    "info": {k: plain(v) for k, v in exps[0].info.items()},
+                    "all_rewards": [plain(e.rewards) for e in exps]})
     print(json.dumps({"samples": out, "log": collected.lines}))
 
 
