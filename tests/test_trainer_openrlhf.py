@@ -176,6 +176,7 @@ def test_reward_function_file_with_an_api_key_is_scored(keyed_url):
     assert rewards(out) == [1.0, 0.0, 1.0]
     assert logs(out, "prompt_found") == [1.0] * 3
     assert logs(out, "status_ok") == [1.0] * 3
+    assert out["server_stack_installed"] == []  # the file loaded where fastapi and math-verify are not
 
 
 def test_reward_function_file_takes_a_prompts_samples_called_concurrently(keyed_url):

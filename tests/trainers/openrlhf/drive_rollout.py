@@ -85,7 +85,10 @@ async def main() -> None:
                     "rewards": plain(exps[0].rewards), "scores": plain(exps[0].scores),
                     "info": {k: plain(v) for k, v in exps[0].info.items()},
                     "all_rewards": [plain(e.rewards) for e in exps]})
-    print(json.dumps({"samples": out, "log": collected.lines}))
+    import importlib.util
+
+    server_stack = [m for m in ("fastapi", "starlette", "uvicorn", "math_verify") if importlib.util.find_spec(m)]
+    print(json.dumps({"samples": out, "log": collected.lines, "server_stack_installed": server_stack}))
 
 
 asyncio.run(main())
