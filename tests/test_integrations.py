@@ -354,6 +354,13 @@ def test_clean_completion_looks_for_no_prompt_tail_shorter_than_32_characters():
     assert clean_completion("What is 3+4? \\boxed{7}", "Long preamble. What is 3+4?")[1] is False
 
 
+def test_clean_completion_takes_long_whitespace_runs_and_repetitive_prompts_in_stride():
+    # Both once cost time quadratic in their length (a backtracking regex; a tail search tried everywhere).
+    assert clean_completion("Q" + " " * 200_000 + "A</s>  ", "Q") == (" " * 200_000 + "A", True, False)
+    prompt = "na " * 100_000
+    assert clean_completion(prompt[1000:] + "x" + " " * 10, prompt + "?")[1] is False
+
+
 def test_clean_completion_treats_a_nul_in_the_text_as_text_not_as_an_end_marker():
     assert clean_completion("Q\x00A: \\boxed{1}<|im_end|>", "Q") == ("A: \\boxed{1}", True, False)
 

@@ -42,7 +42,7 @@ END_OF_TURN = (
 # and the response's end.
 _SPECIAL = re.compile(r"<\|[^<>|\s]{1,64}\|>|<｜[^<>｜\s]{1,64}｜>")
 _LEADING = re.compile(r"^(?:\s*(?:<s>|<bos>))+")
-_TRAILING = re.compile(r"(?:\s*(?:</s>|<eos>))+\s*$")
+_TRAILING = ("</s>", "<eos>")
 # Stands for an end-of-turn marker while prompt and query are compared: NUL is not
 # text a tokenizer decodes to, and it keeps the markers' positions when the others go.
 _END = "\x00"
@@ -51,6 +51,18 @@ _END_RE = re.compile("|".join(re.escape(m) for m in END_OF_TURN))
 
 def _normalize(text: str) -> str:
     return _SPECIAL.sub("", _END_RE.sub(_END, _LEADING.sub("", text.replace(_END, ""))))
+
+
+def _strip_trailing(text: str) -> str:
+    # A loop, not a regex anchored at the end: searched for at every position, that
+    # regex takes time quadratic in a run of whitespace.
+    end = len(text)
+    while True:
+        stripped = text[:end].rstrip()
+        marker = next((m for m in _TRAILING if stripped.endswith(m)), None)
+        if marker is None:
+            return text[:end]
+        end = len(stripped) - len(marker)
 
 
 def split_completion(query: str, prompt: str | None) -> tuple[str, bool]:
@@ -80,6 +92,10 @@ def split_completion(query: str, prompt: str | None) -> tuple[str, bool]:
 # tail is kept) but sends the whole prompt: the query then starts with the prompt's
 # tail. A tail this long can't be there by chance; a shorter one is not looked for.
 _MIN_TAIL = 32
+# Where the tail may start is tried at the first few places the query's opening
+# occurs in the prompt: a prompt repeating one phrase throughout would otherwise
+# cost time quadratic in its length. Not found is the safe answer (whole query scored).
+_MAX_TAIL_TRIES = 16
 
 
 def _after_prompt_tail(query: str, prompt: str) -> str | None:
@@ -89,7 +105,9 @@ def _after_prompt_tail(query: str, prompt: str) -> str | None:
         if len(probe) < _MIN_TAIL:
             return None
         at = prompt.find(probe)
-        while at >= 0:
+        for _ in range(_MAX_TAIL_TRIES):
+            if at < 0:
+                break
             if query.startswith(prompt[at:], skip):
                 return query[skip + len(prompt) - at :]
             at = prompt.find(probe, at + 1)
@@ -111,7 +129,7 @@ def clean_completion(query: str, prompt: str | None) -> tuple[str, bool, bool]:
     if found:
         completion, _, rest = completion.partition(_END)
         after_end = bool(rest.replace(_END, "").strip())
-    completion = _TRAILING.sub("", completion.replace(_END, ""))
+    completion = _strip_trailing(completion.replace(_END, ""))
     return completion, found, after_end
 
 
