@@ -350,6 +350,12 @@ def test_clean_completion_cuts_off_the_tail_of_a_prompt_openrlhf_truncated_from_
     assert clean_completion(prompt[100:] + "No idea.<|im_end|>", prompt) == ("No idea.", True, False)
 
 
+def test_clean_completion_finds_the_tail_of_a_truncated_prompt_that_repeats_itself():
+    # Few-shot boilerplate: the query's opening occurs at many places in the prompt.
+    prompt = "Some words to make this prompt long. " * 30 + "Answer like \\boxed{7}. What is 3+4?"
+    assert clean_completion(prompt[500:] + "No idea.", prompt) == ("No idea.", True, False)
+
+
 def test_clean_completion_looks_for_no_prompt_tail_shorter_than_32_characters():
     assert clean_completion("What is 3+4? \\boxed{7}", "Long preamble. What is 3+4?")[1] is False
 

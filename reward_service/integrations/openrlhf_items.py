@@ -92,10 +92,6 @@ def split_completion(query: str, prompt: str | None) -> tuple[str, bool]:
 # tail is kept) but sends the whole prompt: the query then starts with the prompt's
 # tail. A tail this long can't be there by chance; a shorter one is not looked for.
 _MIN_TAIL = 32
-# Where the tail may start is tried at the first few places the query's opening
-# occurs in the prompt: a prompt repeating one phrase throughout would otherwise
-# cost time quadratic in its length. Not found is the safe answer (whole query scored).
-_MAX_TAIL_TRIES = 16
 
 
 def _after_prompt_tail(query: str, prompt: str) -> str | None:
@@ -104,14 +100,36 @@ def _after_prompt_tail(query: str, prompt: str) -> str | None:
         probe = query[skip : skip + _MIN_TAIL]
         if len(probe) < _MIN_TAIL:
             return None
-        at = prompt.find(probe)
-        for _ in range(_MAX_TAIL_TRIES):
-            if at < 0:
-                break
-            if query.startswith(prompt[at:], skip):
-                return query[skip + len(prompt) - at :]
-            at = prompt.find(probe, at + 1)
+        if probe in prompt:
+            tail = _longest_tail_prefix(prompt, query[skip : skip + len(prompt)])
+            if tail >= _MIN_TAIL:
+                return query[skip + tail :]
     return None
+
+
+def _longest_tail_prefix(text: str, pattern: str) -> int:
+    """Length of the longest prefix of ``pattern`` that ``text`` ends with (Knuth-Morris-Pratt).
+
+    Linear in both lengths: a prompt repeating one phrase (few-shot boilerplate) has the
+    query's opening at many places, and trying each would cost time quadratic in its length.
+    """
+    fail = [0] * len(pattern)
+    k = 0
+    for i in range(1, len(pattern)):
+        while k and pattern[i] != pattern[k]:
+            k = fail[k - 1]
+        if pattern[i] == pattern[k]:
+            k += 1
+        fail[i] = k
+    k = 0
+    for ch in text:
+        if k == len(pattern):
+            k = fail[k - 1]
+        while k and ch != pattern[k]:
+            k = fail[k - 1]
+        if ch == pattern[k]:
+            k += 1
+    return k
 
 
 def clean_completion(query: str, prompt: str | None) -> tuple[str, bool, bool]:
