@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
@@ -15,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import verifiers
 from reward_service.admission import admission, make_admission
+from reward_service.auth import carries_key, unauthorized
 from reward_service.coalescer import Coalescer
 from reward_service.config import Settings, get_settings
 from reward_service.executors.base import BackendUnavailable, Executor
@@ -97,8 +97,8 @@ class _TooLarge(Exception):
     pass
 
 
-class _BearerAuth:
-    """401 unless ``Authorization: Bearer <key>``, on every route but OPEN_PATHS.
+class _KeyCheck:
+    """401 unless the request carries the API key (``reward_service/auth.py``), on every route but OPEN_PATHS.
 
     Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
     runs each request in a task group with a streaming response, which cost about a
@@ -107,19 +107,15 @@ class _BearerAuth:
     """
 
     def __init__(self, app, key: str) -> None:
-        self.app, self.key = app, key.encode()
+        self.app, self.key = app, key
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if given.startswith(b"Bearer ") and secrets.compare_digest(given[7:], self.key):
+        given = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        if carries_key(given, self.key):
             return await self.app(scope, receive, send)
-        body = b'{"detail":"missing or wrong API key (Authorization: Bearer <key>)"}'
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
-        await send({"type": "http.response.body", "body": body})
+        await unauthorized(scope.get("path", ""))(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
@@ -162,7 +158,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
     if key:
-        app.add_middleware(_BearerAuth, key=key)
+        app.add_middleware(_KeyCheck, key=key)
     app.add_middleware(_BodyLimit, max_bytes=int(settings.max_body_mb * (1 << 20)))
 
     @app.post("/score", response_model=ScoreResponse,

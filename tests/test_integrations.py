@@ -18,7 +18,7 @@ from live_service import running_service
 from trl_trainer import tiny_trainer
 from reward_service.client import AsyncRewardClient, RewardClient
 from reward_service.integrations import verl
-from reward_service.integrations.openrlhf import parse_label, split_completion
+from reward_service.integrations.openrlhf_items import build_items, clean_completion, parse_label, split_completion
 from reward_service.integrations.trl import ServiceRewardFunc, make_reward_func
 
 KEY = "integration-key"
@@ -255,8 +255,9 @@ def test_verl_unmapped_data_source_is_an_error_not_a_silent_default(monkeypatch)
 
 
 def openrlhf_post(url: str, data: dict, **params) -> dict:
-    # As openrlhf/utils/remote_rm_utils.py request_api_wrapper does it (with requests):
-    # a JSON POST of {"query", "prompts", "labels"}, then response.json()["rewards"].
+    # The wire format of OpenRLHF's remote reward call (0.11: openrlhf/utils/agent.py
+    # SingleTurnAgentExecutor._fetch_rewards_via_http); OpenRLHF's own code runs against
+    # the service in tests/test_trainer_openrlhf.py.
     response = httpx.post(f"{url}/openrlhf", json=data, params=params,
                           headers={"Content-Type": "application/json"}, timeout=60)
     response.raise_for_status()
@@ -269,7 +270,7 @@ def test_openrlhf_scores_queries_with_plain_labels_as_math(open_url):
     out = openrlhf_post(open_url, {"query": queries, "prompts": prompts, "labels": ["42", "2"]})
     assert out["rewards"] == [1.0, 0.0]
     assert out["scores"] == out["rewards"]
-    assert out["extra_logs"] == {"status_ok": [1.0, 1.0], "prompt_found": [1.0, 1.0]}
+    assert out["extra_logs"] == {"status_ok": [1.0, 1.0], "prompt_found": [1.0, 1.0], "text_after_end": [0.0, 0.0]}
 
 
 def test_openrlhf_json_labels_choose_the_task_per_sample(open_url):
@@ -318,10 +319,42 @@ def test_openrlhf_route_is_behind_the_api_key_like_score(keyed_url):
     assert ok.json()["rewards"] == [1.0]
 
 
+def test_openrlhf_route_401_tells_openrlhf_users_what_to_do(keyed_url):
+    response = httpx.post(f"{keyed_url}/openrlhf", json={"query": ["\\boxed{1}"], "prompts": [""], "labels": ["1"]})
+    assert response.status_code == 401
+    assert "openrlhf_reward_func.py" in response.json()["detail"]
+    assert "http://openrlhf:<key>@" in response.json()["detail"]
+
+
+def test_openrlhf_route_takes_the_key_as_basic_auth_from_url_credentials(keyed_url):
+    # aiohttp (OpenRLHF's HTTP client) sends a URL's user-info as HTTP Basic.
+    body = {"query": ["\\boxed{1}"], "prompts": [""], "labels": ["1"]}
+    assert httpx.post(f"{keyed_url}/openrlhf", json=body, auth=("openrlhf", KEY)).json()["rewards"] == [1.0]
+    assert httpx.post(f"{keyed_url}/openrlhf", json=body, auth=("openrlhf", "wrong")).status_code == 401
+
+
+def test_openrlhf_route_refusal_is_logged_by_the_service(caplog):
+    # OpenRLHF logs the 401 at INFO and trains on without rewards: the service's log must say it.
+    from fastapi.testclient import TestClient
+
+    from reward_service import auth
+    from reward_service.api import create_app
+    from reward_service.config import Settings
+
+    auth._last_warning[0] = float("-inf")
+    with TestClient(create_app(Settings(api_key=KEY, sandbox_backend="unsafe", sandbox_required=False,
+                                        workers=1))) as client, caplog.at_level("WARNING", "reward_service"):
+        assert client.post("/openrlhf", json={"query": ["x"]}).status_code == 401
+        assert client.post("/openrlhf", json={"query": ["x"]}).status_code == 401
+    warnings = [r for r in caplog.records if "/openrlhf" in r.getMessage()]
+    assert len(warnings) == 1  # once a minute, not once per sample
+    assert "openrlhf_reward_func.py" in warnings[0].getMessage()
+
+
 def test_openrlhf_reward_func_file_loads_and_scores_as_openrlhf_calls_it(service_env):
-    # openrlhf/utils/remote_rm_utils.py RemoteRewardModel: a --remote_rm_url ending in .py is
+    # openrlhf/utils/agent.py SingleTurnAgentExecutor: a --reward.remote_url ending in .py is
     # loaded with spec_from_file_location("reward_func", path) and called as
-    # reward_func(queries, prompts, labels); the answer's tensors are concatenated across calls.
+    # reward_func(queries, prompts, labels). OpenRLHF itself does this in tests/test_trainer_openrlhf.py.
     torch = pytest.importorskip("torch")
     import importlib.util
 
@@ -346,6 +379,94 @@ def test_parse_label_reads_json_objects_and_leaves_plain_strings_alone():
     assert parse_label('{"task": "mcq", "ground_truth": "C", "options": {}}', "math") == ("mcq", "C", {})
     assert parse_label("{not json", "math") == ("math", "{not json", None)
     assert parse_label("\\frac{1}{2}", "math") == ("math", "\\frac{1}{2}", None)
+
+
+CHATML_PROMPT = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("end", ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<｜end▁of▁sentence｜>",
+                                 "<end_of_turn>", "<eos>", "<|im_end|><|endoftext|>", "<|eot_id|>\n"])
+def test_clean_completion_drops_the_end_of_sequence_token_openrlhf_decodes(end):
+    # OpenRLHF 0.11 decodes prompt + response with skip_special_tokens=False.
+    assert clean_completion(CHATML_PROMPT + "It is 4." + end, CHATML_PROMPT) == ("It is 4.", True, False)
+
+
+def test_clean_completion_does_not_score_an_invented_next_turn():
+    # A model run without its end-of-turn stop token goes on to invent turns with answers of their own.
+    query = CHATML_PROMPT + "I don't know.<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n\\boxed{6}"
+    assert clean_completion(query, CHATML_PROMPT) == ("I don't know.", True, True)
+
+
+def test_clean_completion_removes_bar_delimited_special_tokens_inside_the_response():
+    prompt = "<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜><think>\n"
+    query = prompt + "four<|vision_pad|></think> \\boxed{4}<｜end▁of▁sentence｜>"
+    assert clean_completion(query, prompt) == ("four</think> \\boxed{4}", True, False)
+
+
+def test_clean_completion_keeps_markup_that_only_looks_like_sentencepiece_tokens():
+    # <s>...</s> is HTML's strikethrough: only a leading <s> and a trailing </s> are the tokenizer's.
+    prompt = "<s>[INST] Write HTML [/INST]"
+    assert clean_completion(prompt + " <s>old</s> new</s>", prompt) == (" <s>old</s> new", True, False)
+
+
+def test_clean_completion_without_the_prompt_scores_the_whole_query_without_special_tokens():
+    # The user's turn ends first: cutting at the first end-of-turn marker would score the prompt alone.
+    query = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n\\boxed{4}<|im_end|>"
+    assert clean_completion(query, "a prompt OpenRLHF truncated") == ("user\nWhat is 2+2?\nassistant\n\\boxed{4}", False, False)
+
+
+def test_clean_completion_cuts_off_the_tail_of_a_prompt_openrlhf_truncated_from_the_left():
+    # The prompt's worked example is in the tail OpenRLHF kept; scored, it would be the "answer".
+    prompt = "<|im_start|>user\n" + "Long preamble. " * 20 + "Answer like \\boxed{7}. What is 3+4?<|im_end|>\n<|im_start|>assistant\n"
+    assert clean_completion(prompt[100:] + "No idea.<|im_end|>", prompt) == ("No idea.", True, False)
+
+
+def test_clean_completion_finds_the_tail_of_a_truncated_prompt_that_repeats_itself():
+    # Few-shot boilerplate: the query's opening occurs at many places in the prompt.
+    prompt = "Some words to make this prompt long. " * 30 + "Answer like \\boxed{7}. What is 3+4?"
+    assert clean_completion(prompt[500:] + "No idea.", prompt) == ("No idea.", True, False)
+
+
+def test_clean_completion_looks_for_no_prompt_tail_shorter_than_32_characters():
+    assert clean_completion("What is 3+4? \\boxed{7}", "Long preamble. What is 3+4?")[1] is False
+
+
+def test_clean_completion_takes_long_whitespace_runs_and_repetitive_prompts_in_stride():
+    # Both once cost time quadratic in their length (a backtracking regex; a tail search tried everywhere).
+    assert clean_completion("Q" + " " * 200_000 + "A</s>  ", "Q") == (" " * 200_000 + "A", True, False)
+    prompt = "na " * 100_000
+    assert clean_completion(prompt[1000:] + "x" + " " * 10, prompt + "?")[1] is False
+
+
+def test_clean_completion_treats_a_nul_in_the_text_as_text_not_as_an_end_marker():
+    assert clean_completion("Q\x00A: \\boxed{1}<|im_end|>", "Q") == ("A: \\boxed{1}", True, False)
+
+
+def test_build_items_logs_per_query_whether_text_followed_the_end_of_turn():
+    items, logs = build_items([CHATML_PROMPT + "4<|im_end|>", CHATML_PROMPT + "4<|im_end|>more"],
+                              [CHATML_PROMPT] * 2, ["4", "4"], "math")
+    assert [i.completion for i in items] == ["4", "4"]
+    assert logs == {"prompt_found": [1.0, 1.0], "text_after_end": [0.0, 1.0]}
+
+
+def test_openrlhf_route_scores_a_response_without_its_end_of_turn_token(open_url):
+    # ifeval's end_checker: with "<|im_end|>" left on, the response would not end with the phrase.
+    label = {"task": "ifeval", "ground_truth": {"instruction_id_list": ["startend:end_checker"],
+                                                "kwargs": [{"end_phrase": "Any other questions?"}]}}
+    out = openrlhf_post(open_url, {"query": [CHATML_PROMPT + "4. Any other questions?<|im_end|>"],
+                                   "prompts": [CHATML_PROMPT], "labels": [json.dumps(label)]})
+    assert out["rewards"] == [1.0]
+
+
+def test_openrlhf_item_building_imports_without_the_server_stack():
+    # The reward-function file runs in OpenRLHF's Ray workers, which have no fastapi.
+    import subprocess
+    import sys
+
+    code = ("import sys, reward_service.integrations.openrlhf_reward_func; "
+            "print(sorted(m for m in ('fastapi', 'starlette', 'math_verify', 'uvicorn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- TRL ----------------------------------------------------------------------------

@@ -1,23 +1,28 @@
 """OpenRLHF's remote reward protocol, served at ``POST /openrlhf``.
 
-OpenRLHF (``--remote_rm_url http://host:8000/openrlhf``) posts
+OpenRLHF (``--reward.remote_url http://host:8000/openrlhf``) posts
 ``{"query": [prompt+response, ...], "prompts": [prompt, ...], "labels": [label, ...]}``
 and reads ``rewards`` (the RL reward) back; newer versions also read ``scores``
 (0-1, for dynamic filtering) and ``extra_logs`` (per-sample values logged to wandb).
 
 A label is either a JSON object ``{"task": ..., "ground_truth": ..., "options": ...}``
 (as a string or already decoded) or a plain ground truth scored with the route's
-default task (``?task=math`` unless given). Items are scored exactly like ``/score``.
+default task (``?task=math`` unless given). Items are scored exactly like ``/score``;
+the response is cut out of the query and its special tokens removed as
+``openrlhf_items`` says.
+
+OpenRLHF sends no ``Authorization`` header of its own; with ``REWARD_SERVICE_API_KEY``
+set it reaches this route only with the key in the URL's user-info
+(``http://openrlhf:KEY@host:8000/openrlhf``), which aiohttp sends as HTTP Basic.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from reward_service.integrations.openrlhf_items import build_items, parse_label, split_completion
 from reward_service.models import Item, ScoreResponse
 
 __all__ = ["OpenRLHFRequest", "OpenRLHFResponse", "build_items", "parse_label", "router", "split_completion"]
@@ -40,59 +45,9 @@ class OpenRLHFResponse(BaseModel):
     extra_logs: dict[str, list[float]] = Field(
         ...,
         description="Per sample: `status_ok` (1 if scored without error), "
-        "`prompt_found` (1 if the prompt was cut off the query).",
+        "`prompt_found` (1 if the prompt was cut off the query), "
+        "`text_after_end` (1 if text followed the response's end-of-turn token; it was not scored).",
     )
-
-
-def split_completion(query: str, prompt: str | None) -> tuple[str, bool]:
-    """The response part of ``query`` and whether the prompt was found in it.
-
-    OpenRLHF decodes prompt and response together, so a BOS token or a
-    detokenization difference can put text before the prompt: the response is
-    then what follows the prompt's first occurrence. With no prompt found the
-    whole query is scored, which answer extraction (last boxed answer etc.) tolerates.
-    """
-    if not prompt:
-        return query, False
-    if query.startswith(prompt):
-        return query[len(prompt) :], True
-    at = query.find(prompt)
-    if at >= 0:
-        return query[at + len(prompt) :], True
-    return query, False
-
-
-def parse_label(label: Any, default_task: str) -> tuple[str, Any, dict[str, Any] | None]:
-    """(task, ground_truth, options) from one OpenRLHF label."""
-    if isinstance(label, str) and label.lstrip().startswith("{"):
-        try:
-            decoded = json.loads(label)
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, dict):
-            label = decoded
-    if isinstance(label, dict) and ("ground_truth" in label or "task" in label):
-        options = label.get("options") if isinstance(label.get("options"), dict) else None
-        return str(label.get("task") or default_task), label.get("ground_truth"), options
-    return default_task, label, None
-
-
-def build_items(
-    queries: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[Any] | None, default_task: str
-) -> tuple[list[Item], list[float]]:
-    """Items to score for OpenRLHF's (queries, prompts, labels), and 1.0/0.0 per query for "prompt found"."""
-    n = len(queries)
-    for name, given in (("prompts", prompts), ("labels", labels)):
-        if given is not None and len(given) != n:
-            raise ValueError(f"{name} has {len(given)} entries for {n} queries")
-    items: list[Item] = []
-    found: list[float] = []
-    for query, prompt, label in zip(queries, prompts or [None] * n, labels if labels is not None else [None] * n):
-        completion, prompt_found = split_completion(query, prompt)
-        task, ground_truth, options = parse_label(label, default_task)
-        items.append(Item(task=task, prompt=prompt, completion=completion, ground_truth=ground_truth, options=options))
-        found.append(float(prompt_found))
-    return items, found
 
 
 async def _score(request: Request, items: list[Item], timeout_s: float | None) -> ScoreResponse:
@@ -116,7 +71,7 @@ async def openrlhf(
     if max_items is not None and n > max_items:
         raise HTTPException(413, f"{n} queries; at most {max_items} per request (REWARD_SERVICE_MAX_ITEMS)")
     try:
-        items, found = build_items(body.query, body.prompts, body.labels, task)
+        items, logs = build_items(body.query, body.prompts, body.labels, task)
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
 
@@ -128,5 +83,5 @@ async def openrlhf(
     return OpenRLHFResponse(
         rewards=rewards,
         scores=rewards,
-        extra_logs={"status_ok": [float(r.status == "ok") for r in scored.results], "prompt_found": found},
+        extra_logs={"status_ok": [float(r.status == "ok") for r in scored.results], **logs},
     )
