@@ -1,8 +1,9 @@
-"""The verl, OpenRLHF and TRL adapters, each against the live service and its trainer's call.
+"""The verl, OpenRLHF and TRL adapters against the live service: their own behaviour.
 
-verl and OpenRLHF need GPU stacks, so their calling conventions are pinned from
-their sources (cited per test). TRL runs on CPU: when it is installed, a real
-GRPOTrainer step on a tiny randomly initialised model calls our reward function.
+The trainers' own code drives them in tests/test_trainer_{verl,openrlhf,nemo_gym}.py
+(each trainer's release in its own environment) and, for TRL, here: when it is
+installed, a real GRPOTrainer step on a tiny randomly initialised model calls our
+reward function.
 """
 from __future__ import annotations
 
