@@ -69,16 +69,22 @@ def test_verl_compute_score_is_async_so_the_reward_loop_awaits_it_in_its_event_l
     assert not inspect.iscoroutinefunction(verl.compute_score_sync)
 
 
-async def test_verl_concurrent_compute_score_calls_are_one_request(service_env, monkeypatch):
-    sent = []
+@pytest.fixture
+def sent(monkeypatch) -> list[int]:
+    """The size of every batch the async client sends, in order."""
+    sizes: list[int] = []
     real = AsyncRewardClient.score
 
     async def counting(self, items, **kw):
         items = list(items)
-        sent.append(len(items))
+        sizes.append(len(items))
         return await real(self, items, **kw)
 
     monkeypatch.setattr(AsyncRewardClient, "score", counting)
+    return sizes
+
+
+async def test_verl_concurrent_compute_score_calls_are_one_request(service_env, sent):
     answers = ["\\boxed{72}", "\\boxed{70}", "\\boxed{72}", "no idea"] * 4  # a GRPO group of 16, 3 distinct
     scores = await asyncio.gather(*(verl.compute_score(data_source="openai/gsm8k", solution_str=a, ground_truth="72",
                                                        extra_info={"index": 0}) for a in answers))
@@ -94,16 +100,7 @@ async def test_verl_one_unmapped_row_fails_alone_among_concurrent_calls(service_
     assert isinstance(out[1], ValueError) and "my_unknown_set" in str(out[1])
 
 
-async def test_verl_coalescing_can_be_switched_off_by_reward_kwargs(service_env, monkeypatch):
-    sent = []
-    real = AsyncRewardClient.score
-
-    async def counting(self, items, **kw):
-        items = list(items)
-        sent.append(len(items))
-        return await real(self, items, **kw)
-
-    monkeypatch.setattr(AsyncRewardClient, "score", counting)
+async def test_verl_coalescing_can_be_switched_off_by_reward_kwargs(service_env, sent):
     await asyncio.gather(*(verl.compute_score("openai/gsm8k", f"\\boxed{{{i}}}", "1", coalesce_ms=0)
                            for i in range(3)))
     assert sent == [1, 1, 1]
