@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         ex = executor or make_executor(settings)
         await ex.start()
         app.state.executor = ex
-        coalesced = Coalescer(ex, settings.coalesce_window_ms / 1000, settings.coalesce_max_items)
+        coalesced = Coalescer(ex, settings.coalesce_window_s(), settings.coalesce_max_items)
         app.state.scorer = Scorer(coalesced, settings, make_cache(settings), make_prompt_stats(settings))
         app.state.admission = await make_admission(settings).start()
         try:

@@ -55,11 +55,16 @@ class Settings(BaseSettings):
     max_pending_items: int = Field(100_000, ge=1, description="Most items accepted and not yet finished, over `/score`, `/openrlhf` and `/jobs` together (in distributed mode across every API replica, counted in Redis). Past it a request gets 429 with `Retry-After`; one request larger than it gets 413.")
 
     # issue 13: small concurrent requests scored as one batch
-    coalesce_window_ms: float = Field(5.0, ge=0, description="Requests of fewer than `REWARD_SERVICE_COALESCE_MAX_ITEMS` items that arrive within this many milliseconds of each other (and ask for the same `timeout_s`) are scored as one batch, identical items once: trainers that send one sample per request (OpenRLHF) cost a batch per few milliseconds instead of one per sample. 0 turns it off.")
+    coalesce_window_ms: float | None = Field(None, ge=0, description="Requests of fewer than `REWARD_SERVICE_COALESCE_MAX_ITEMS` items that arrive within this many milliseconds of each other (and ask for the same `timeout_s`) are scored as one batch, identical items once: trainers that send one sample per request (OpenRLHF) cost a batch per few milliseconds instead of one per sample. Nothing is held while no other request is in flight or an embedded worker is idle. Unset: 5 embedded, 20 distributed (where a batch costs an RQ job and Redis round trips). 0 turns it off.")
     coalesce_max_items: int = Field(256, ge=1, description="Most items one coalesced batch takes; a request this large or larger is scored on its own at once.")
     # NeMo Gym resources-server routes
     nemo_gym_default_task: str = Field("math", description="`POST /verify` (NeMo Gym): the task of a row that names none and whose shape implies none (NeMo Gym calls `host:port/verify`, so a query parameter can't carry it).")
     nemo_gym_mask_statuses: list[Literal["error", "invalid", "timeout"]] = Field(["error", "invalid", "timeout"], description="`POST /verify` (NeMo Gym): the scoring statuses answered with `mask_sample: true` (left out of training) rather than reward 0, as JSON. A completion can cause a `timeout` (slow on purpose, an endless loop): leave it out, `[\"error\", \"invalid\"]`, so such a sample keeps its 0 in the loss.")
+
+    def coalesce_window_s(self) -> float:
+        if self.coalesce_window_ms is not None:
+            return self.coalesce_window_ms / 1000
+        return 0.020 if self.redis_url else 0.005
 
     def timeout_for(self, task: str, default: float) -> float:
         return float(self.task_timeouts.get(task, default))
