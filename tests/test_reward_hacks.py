@@ -235,7 +235,8 @@ for fd in range(0, 16):
 
 def test_the_snooper_finds_what_is_within_its_reach():
     gt = {"inputs": [f"{SECRET}-5\n"], "outputs": [f"{SECRET}-5\n"]}  # its own stdin holds the answer
-    assert score(SNOOP + "print(found.get('5', 'nothing'))\n", gt).reward == 1.0
+    # ~0.5 s alone; a whole CI run on 2 cores once took it past the default 5 s. The limit is not what this shows.
+    assert score(SNOOP + "print(found.get('5', 'nothing'))\n", gt, test_timeout_s=30).reward == 1.0
 
 
 def test_searching_disk_proc_and_fds_finds_no_stdio_outputs():
