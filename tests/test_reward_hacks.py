@@ -20,7 +20,10 @@ MBPP_GT = {"test_list": [f"assert answer(1) == '{SECRET}-1'", f"assert answer(2)
 
 
 def score(code: str, ground_truth, **options):
-    return verifiers.score("code", f"```python\n{code}\n```", ground_truth, options)
+    v = verifiers.score("code", f"```python\n{code}\n```", ground_truth, options)
+    # A verdict of the no-isolation backend would say nothing about the sandbox.
+    assert v.detail.get("sandbox", {}).get("backend", "process") != "unsafe", v.detail
+    return v
 
 
 ALL_FORMATS = pytest.mark.parametrize("gt", [STDIO_GT, CALL_GT, HUMANEVAL_GT, MBPP_GT],
@@ -235,8 +238,7 @@ for fd in range(0, 16):
 
 def test_the_snooper_finds_what_is_within_its_reach():
     gt = {"inputs": [f"{SECRET}-5\n"], "outputs": [f"{SECRET}-5\n"]}  # its own stdin holds the answer
-    # ~0.5 s alone; a whole CI run on 2 cores once took it past the default 5 s. The limit is not what this shows.
-    assert score(SNOOP + "print(found.get('5', 'nothing'))\n", gt, test_timeout_s=30).reward == 1.0
+    assert score(SNOOP + "print(found.get('5', 'nothing'))\n", gt).reward == 1.0
 
 
 def test_searching_disk_proc_and_fds_finds_no_stdio_outputs():
