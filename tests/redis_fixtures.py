@@ -122,9 +122,11 @@ class Workers:
                 raise RuntimeError(f"workers not ready after {timeout_s} s:\n{self.log()}")
             time.sleep(0.1)
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 4000) -> str:
+        """The processes' output: its last ``tail`` characters (for assertion messages), or all of it."""
         self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-4000:]
+        text = self._log.read().decode(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
