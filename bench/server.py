@@ -14,11 +14,15 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 
 
-@contextlib.contextmanager
-def local_server(workers: int | None = None, **env: str):
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(workers: int | None = None, **env: str):
+    port = free_port()
     child_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     cmd = [sys.executable, "-m", "reward_service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if workers:
