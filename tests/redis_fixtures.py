@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,7 @@ class Workers:
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, cwd=REPO, env=service_env(redis_server.url, **env),
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._name_prefix = f"{socket.gethostname()}:{self.proc.pid}:"
 
     def wait_ready(self, queue: str = "rs:math", timeout_s: float = 60) -> None:
         """Every worker process is up and blocked on its queues (registered with RQ)."""
@@ -113,7 +115,10 @@ class Workers:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"workers exited ({self.proc.returncode}):\n{self.log()}")
             try:
-                idle = [w for w in Worker.all(connection=r) if w.get_state() == "idle"]
+                # only this supervisor's workers (named host:pid:slot:generation): another Workers on
+                # the same Redis being idle says nothing about these, still starting their scoring child
+                idle = [w for w in Worker.all(connection=r) if w.name.startswith(self._name_prefix)
+                        and w.get_state() == "idle"]
                 if len(idle) >= self.count:
                     return
             except redis.ConnectionError:
