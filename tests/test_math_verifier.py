@@ -266,3 +266,25 @@ def test_a_word_gold_matches_the_same_word_however_written(answer):
 
 def test_one_letter_golds_are_still_math():
     assert score("\\boxed{x}", "x").detail["match"] == "math_verify"
+
+
+@pytest.mark.parametrize("answer, gold", [
+    (r"\boxed{2}", "2ab"),      # math-verify takes "ab", "bc", "t", "m" ... for units: gold 2ab read as 2
+    (r"\boxed{2}", "$2bc$"),
+    (r"\boxed{3}", "x = 3t"),
+    (r"\boxed{3}", "3m"),
+    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}m"),
+])
+def test_letters_attached_to_a_golds_number_are_not_dropped_as_a_unit(answer, gold):
+    assert score(answer, gold).reward == 0.0
+
+
+@pytest.mark.parametrize("answer", [r"\boxed{2ab}", r"\boxed{2ba}", r"\boxed{2 a b}", r"\boxed{2 \cdot a \cdot b}",
+                                    "The answer is $2ab$."])
+def test_a_gold_with_attached_letters_matches_the_same_product_however_written(answer):
+    assert score(answer, "2ab").reward == 1.0
+
+
+@pytest.mark.parametrize("gold", ["5 km", r"3\text{ m}", r"6\,\text{cm}", "12 apples"])
+def test_a_unit_set_apart_in_the_gold_is_still_a_unit(gold):
+    assert score(r"\boxed{" + gold.split()[0].split("\\")[0] + "}", gold).reward == 1.0

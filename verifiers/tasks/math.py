@@ -29,6 +29,7 @@ from collections import OrderedDict
 from typing import Any, Literal
 
 import sympy
+from latex2sympy2_extended.math_normalization import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
@@ -77,6 +78,12 @@ def _timeouts(opts: MathOptions) -> tuple[int | None, int | None]:
 _LATEX_DELIMS = ("$", "\\[", "\\(", "\\boxed", "\\fbox")
 _CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 _LATEX_ONLY = (LatexExtractionConfig(boxed_match_priority=0),)
+# math-verify's defaults, except that trailing letters are never taken for a unit (see _letters_kept).
+_KEEP_LETTERS = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all",
+                                    equations=False)
+_CONFIG_KEEP = (LatexExtractionConfig(boxed_match_priority=0, normalization_config=_KEEP_LETTERS),
+                ExprExtractionConfig())
+_LATEX_ONLY_KEEP = _CONFIG_KEEP[:1]
 
 
 class _ParseCache:
@@ -139,12 +146,12 @@ def _rewrite(text: str) -> str:
     return text
 
 
-def _read_whole(text: str, timeout: int | None) -> tuple[list, str | None]:
-    parsed, problem, _ = _read_whole_from(text, timeout)
+def _read_whole(text: str, timeout: int | None, units: bool = True) -> tuple[list, str | None]:
+    parsed, problem, _ = _read_whole_from(text, timeout, units)
     return parsed, problem
 
 
-def _read_whole_from(text: str, timeout: int | None) -> tuple[list, str | None, bool]:
+def _read_whole_from(text: str, timeout: int | None, units: bool = True) -> tuple[list, str | None, bool]:
     """math-verify's parse of ``text``, refusing a fragment of it.
 
     When LaTeX is there but latex2sympy can't read it, math-verify's plain-expression
@@ -153,15 +160,16 @@ def _read_whole_from(text: str, timeout: int | None) -> tuple[list, str | None, 
     must succeed, or find no LaTeX at all; a rewrite of known unreadable spellings is
     tried before giving up. Returns (parsed, problem, whether the value came from the
     plain-expression search because there was no LaTeX), ``problem`` saying why nothing
-    was accepted.
+    was accepted. ``units=False`` keeps trailing letters as symbols (see ``_letters_kept``).
     """
     problem = None
+    latex_only, config = (_LATEX_ONLY, _CONFIG) if units else (_LATEX_ONLY_KEEP, _CONFIG_KEEP)
     for candidate in dict.fromkeys((text, _rewrite(text))):
-        latex = _CACHE.parse(candidate, _LATEX_ONLY, timeout)
+        latex = _CACHE.parse(candidate, latex_only, timeout)
         if _has_value(latex) and candidate.startswith("\\boxed{"):
             return latex, None, False  # a box outranks everything else in the full search anyway
         if _has_value(latex) or not latex:
-            full = _CACHE.parse(candidate, _CONFIG, timeout)
+            full = _CACHE.parse(candidate, config, timeout)
             if _has_value(full):
                 return full, None, not latex
             problem = "no expression math-verify can parse"
@@ -181,8 +189,24 @@ def _is_word_gold(gold: str) -> bool:
     return bool(_WORD_GOLD.fullmatch(gold.strip())) and bool(_LETTER_RUN.search(gold))
 
 
-def _read_gold(gold: str, timeout: int | None) -> tuple[list, str | None]:
-    return _read_whole(gold if any(d in gold for d in _LATEX_DELIMS) else "\\boxed{" + gold + "}", timeout)
+def _read_gold(gold: str, timeout: int | None, units: bool = True) -> tuple[list, str | None]:
+    return _read_whole(gold if any(d in gold for d in _LATEX_DELIMS) else "\\boxed{" + gold + "}", timeout, units)
+
+
+# Letters written right after a number or a closing brace, ending the gold ("2ab", "x = 3t",
+# "\frac{1}{2}m"). math-verify strips a trailing word it knows as a unit (ab, bc, by, m, s, t,
+# d, ...), so gold "2ab" reads as 2 and a bare "2" would earn the reward. Written attached, in
+# LaTeX, such letters are a product; a unit is set apart ("5 km", "3\text{ m}", "6\,\text{cm}").
+_ATTACHED_LETTERS = re.compile(r"[\d}][A-Za-z]+[\s$}]*$")
+
+
+def _letters_kept(gold: str, parsed: list, timeout: int | None) -> list | None:
+    """The gold read with its attached trailing letters as symbols, when unit stripping had
+    dropped them; None when the gold has none or math-verify kept them anyway."""
+    if not parsed or not _ATTACHED_LETTERS.search(gold):
+        return None
+    kept, _ = _read_gold(gold, timeout, units=False)
+    return kept if kept and str(kept[0]) != str(parsed[0]) else None
 
 
 def _lists_candidates(parsed: list) -> bool:
@@ -219,13 +243,18 @@ _PROSE = re.compile(r"(?<![A-Za-z])(?!(?:or|and)(?![A-Za-z]))[A-Za-z]{2,}")
 _LIST_WORD = re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE)
 
 
-def _reads_as_math(answer: str) -> bool:
-    return not _PROSE.search(_LATEX_WORDS.sub(" ", answer))
+_ATTACHED_RUN = re.compile(r"(?<=[\d}])[A-Za-z]+")
 
 
-def _read_answer(answer: str, timeout: int | None) -> tuple[list, str | None]:
+def _reads_as_math(answer: str, units: bool = True) -> bool:
+    """No prose in it. With ``units=False`` letters attached to a number are symbols ("2ba")."""
+    text = _LATEX_WORDS.sub(" ", answer)
+    return not _PROSE.search(text if units else _ATTACHED_RUN.sub("x", text))
+
+
+def _read_answer(answer: str, timeout: int | None, units: bool = True) -> tuple[list, str | None]:
     """A boxed answer, or a stated one that reads as math: the whole of it."""
-    return _read_whole("\\boxed{" + _LIST_WORD.sub(" \\\\text{ or } ", answer) + "}", timeout)
+    return _read_whole("\\boxed{" + _LIST_WORD.sub(" \\\\text{ or } ", answer) + "}", timeout, units)
 
 
 # A number right after an operator is a term of an expression, not an answer:
@@ -247,9 +276,9 @@ def _inside_math(text: str, at: int) -> bool:
         before.rfind("\\[") > before.rfind("\\]") and "\\]" in after
 
 
-def _search(text: str, timeout: int | None) -> tuple[list, str | None]:
+def _search(text: str, timeout: int | None, units: bool = True) -> tuple[list, str | None]:
     """math-verify's own search of ``text`` (its last LaTeX or plain expression)."""
-    parsed, problem, plain = _read_whole_from(text, timeout)
+    parsed, problem, plain = _read_whole_from(text, timeout, units)
     if not _has_value(parsed):
         return [], problem
     found = parsed[1] if len(parsed) > 1 and isinstance(parsed[1], str) else None
@@ -262,7 +291,8 @@ def _search(text: str, timeout: int | None) -> tuple[list, str | None]:
     return parsed, None
 
 
-def _extract(response: str, opts: MathOptions, timeout: int | None) -> tuple[str | None, str, list, str | None]:
+def _extract(response: str, opts: MathOptions, timeout: int | None,
+             units: bool = True) -> tuple[str | None, str, list, str | None]:
     """(answer text, source, parsed answer, why nothing parsed)."""
     boxes = boxed_spans(response)
     phrase = None if opts.require_box else find_answer_phrase(response)
@@ -270,10 +300,10 @@ def _extract(response: str, opts: MathOptions, timeout: int | None) -> tuple[str
         phrase = None
     stated: tuple[list, str | None] = ([], None)
     if phrase is not None:
-        if _reads_as_math(phrase.text):
-            stated = _read_answer(phrase.text, timeout)
+        if _reads_as_math(phrase.text, units):
+            stated = _read_answer(phrase.text, timeout, units)
         if not _has_value(stated[0]):
-            stated = _search(phrase.text, timeout)
+            stated = _search(phrase.text, timeout, units)
     if boxes:
         box = boxes[-1]
         # "\boxed{255} ... Final Answer: The final answer is $10,455$." states its answer last.
@@ -281,17 +311,17 @@ def _extract(response: str, opts: MathOptions, timeout: int | None) -> tuple[str
             return _stated_text(phrase.text, stated[0]), "answer_phrase", stated[0], None
         if len(box.text) > MAX_ANSWER_CHARS:
             return box.text, "boxed", [], f"answer longer than {MAX_ANSWER_CHARS} characters"
-        if not _reads_as_math(box.text):  # "\boxed{\frac{3}{4} cups}": read the math, not c*u*p*s
-            parsed, problem = _search(box.text, timeout)
+        if not _reads_as_math(box.text, units):  # "\boxed{\frac{3}{4} cups}": read the math, not c*u*p*s
+            parsed, problem = _search(box.text, timeout, units)
             if _has_value(parsed):
                 return box.text, "boxed", parsed, None
-        parsed, problem = _read_answer(box.text, timeout)
+        parsed, problem = _read_answer(box.text, timeout, units)
         return box.text, "boxed", parsed, problem
     if opts.require_box:
         return None, "none", [], None
     if phrase is not None and _has_value(stated[0]):
         return _stated_text(phrase.text, stated[0]), "answer_phrase", stated[0], None
-    parsed, problem = _search(response[-4 * MAX_ANSWER_CHARS:], timeout)
+    parsed, problem = _search(response[-4 * MAX_ANSWER_CHARS:], timeout, units)
     if _has_value(parsed):
         return (parsed[1] if len(parsed) > 1 else str(parsed[0])), "math_verify", parsed, None
     if phrase is not None:  # nothing parses: the phrase is still the answer given, for the string check
@@ -314,7 +344,8 @@ def _stated_text(phrase: str, parsed: list) -> str:
     timeout_s=10.0,
     # 2: answer phrases end where the answer does, partial golds read whole or as strings, no
     # fallback on a term of an expression, no memoised timeouts. 3: word golds compared as text.
-    version="3",
+    # 4: letters attached to a gold's number are a product, not a unit.
+    version="4",
 )
 def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: str | None) -> Verdict:
     golds = _gold_answers(ground_truth)
@@ -344,14 +375,19 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
                 return Verdict(1.0, "ok", {"extracted": answer, "source": source, "gold": gold, "match": "string"})
             continue
         gold_parsed, gold_problem = _read_gold(gold, parse_timeout)
+        pred_for_gold, answer_for_gold, units = pred, answer, True
+        kept = _letters_kept(gold, gold_parsed, parse_timeout)
+        if kept is not None:  # gold "2ab" is 2*a*b, and the answer is found and read the same way
+            gold_parsed, units = kept, False
+            answer_for_gold, _, pred_for_gold, _ = _extract(response, opts, parse_timeout, units=False)
+            answer_for_gold = answer_for_gold or ""
         parsed_golds.append(str(gold_parsed[0]) if gold_parsed else None)
         if gold_problem:
             gold_problems.append(gold_problem)
-        pred_for_gold, answer_for_gold = pred, answer
         if source == "boxed" and len(boxes) > 1 and _multi_valued(gold_parsed):
             # A multi-valued gold answer may be given one box per value.
             answer_for_gold = ", ".join(boxes)
-            pred_for_gold, _ = _read_answer(answer_for_gold, parse_timeout)
+            pred_for_gold, _ = _read_answer(answer_for_gold, parse_timeout, units)
         # Listing several candidates must not hit a single-valued gold answer.
         elif _lists_candidates(pred) and not _multi_valued(gold_parsed):
             continue
