@@ -240,8 +240,8 @@ def make_reward_func(
     reward function left out advantage 0. The default, ``()``, scores every failed check 0.0: a None
     is an escape from a negative advantage, and a policy pushed off its wrong answers drifts toward
     any failure it can cause that costs it nothing. So name only statuses your completions can't
-    cause. ``"invalid"`` is the dataset's fault (unknown task, bad options, unusable ground truth)
-    except on code tasks, where a non-Python solution to call- or assert-based tests is ``invalid``.
+    cause. ``"invalid"`` is the dataset's fault (unknown task, bad options, unusable ground truth;
+    a code answer in a language its tests can't run is a wrong answer, ``ok`` with 0).
     ``"error"`` is mostly the service's (sandbox or worker failure, a missing toolchain), but an
     answer that crashes a verifier gets it too, as does code in a language whose toolchain the host
     lacks. ``"timeout"`` a completion can cause by being slow. ``("invalid",)`` suits math/mcq/ifeval
