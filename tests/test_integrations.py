@@ -395,6 +395,18 @@ def test_clean_completion_does_not_score_an_invented_next_turn():
     assert clean_completion(query, CHATML_PROMPT) == ("I don't know.", True, True)
 
 
+@pytest.mark.parametrize("prompt, invented", [
+    ("<|user|>\nWhat is 2+2?<|end|>\n<|assistant|>\n", "<|end|>\n<|user|>\nAnd 3+3?<|end|>\n<|assistant|>\n"),  # Phi-3
+    ("<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜>", "<｜User｜>And 3+3?<｜Assistant｜>"),  # DeepSeek
+    ("<s>[INST] What is 2+2? [/INST]", "</s>[INST] And 3+3? [/INST]"),                              # Mistral
+])
+def test_clean_completion_ends_at_the_start_of_an_invented_turn(prompt, invented):
+    # Phi-3's end token <|end|> also closes each of a Harmony response's messages, so a
+    # Phi-3 response is cut where the next turn starts instead.
+    completion, found, after_end = clean_completion(prompt + "I don't know." + invented + "\\boxed{6}", prompt)
+    assert (completion.rstrip(), found, after_end) == ("I don't know.", True, True)
+
+
 def test_clean_completion_removes_bar_delimited_special_tokens_inside_the_response():
     prompt = "<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜><think>\n"
     query = prompt + "four<|vision_pad|></think> \\boxed{4}<｜end▁of▁sentence｜>"

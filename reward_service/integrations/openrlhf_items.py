@@ -30,7 +30,9 @@ END_OF_TURN = (
     "<|im_end|>", "<|im_start|>",                               # ChatML (Qwen, Yi, ...)
     "<|endoftext|>", "<|end_of_text|>",                         # GPT-2 style, Qwen base, Llama 3 base
     "<|eot_id|>", "<|eom_id|>", "<|start_header_id|>",          # Llama 3
-    "<｜end▁of▁sentence｜>",                                     # DeepSeek (full-width bars)
+    "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>",       # DeepSeek (full-width bars)
+    "<|user|>", "<|assistant|>", "<|system|>",                  # Phi-3 (its <|end|> is Harmony's too)
+    "[INST]",                                                   # Mistral
     "<end_of_turn>", "<start_of_turn>",                         # Gemma
     "<|return|>",                                               # Harmony (gpt-oss)
     "<|END_OF_TURN_TOKEN|>",                                    # Command-R
