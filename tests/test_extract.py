@@ -45,6 +45,18 @@ def test_answer_tag_takes_last_and_strips():
     assert answer_tag("<answer>1</answer> <answer>\n 2 \n</answer>") == "2"
 
 
+def test_answer_tag_nested_in_an_unclosed_one_is_the_inner_one():
+    assert answer_tag("<answer>draft <answer>4</answer>") == "4"
+
+
+def test_answer_tag_is_linear_on_unclosed_tags():
+    import time
+    t0 = time.process_time()
+    assert answer_tag("<answer>" * 200_000 + "</answer>") == ""
+    assert answer_tag("<answer>x" * 200_000) is None
+    assert time.process_time() - t0 < 5  # the regex it replaced took 16 s on a tenth of this
+
+
 def test_answer_tag_spans_lines():
     assert answer_tag("<answer>a\nb</answer>") == "a\nb"
 

@@ -288,3 +288,33 @@ def test_a_gold_with_attached_letters_matches_the_same_product_however_written(a
 @pytest.mark.parametrize("gold", ["5 km", r"3\text{ m}", r"6\,\text{cm}", "12 apples"])
 def test_a_unit_set_apart_in_the_gold_is_still_a_unit(gold):
     assert score(r"\boxed{" + gold.split()[0].split("\\")[0] + "}", gold).reward == 1.0
+
+
+# --- <answer> tags (R1-Zero-style prompts) ---
+
+@pytest.mark.parametrize("completion", [
+    "<think>4 and 5 make 9, plus 3</think><answer>12</answer>",
+    "Steps: 4 and 5. <answer>12</answer>",             # the search alone read the last number before it
+    "<answer>12</answer> That took me 7 steps.",         # ... or the last one after it
+    "<answer>11</answer> no wait <answer>12</answer>",   # the last tag, like the last box
+    r"<answer>\boxed{12}</answer>",
+    "<answer>The answer is 12.</answer>",
+])
+def test_answer_is_read_inside_the_last_answer_tag(completion):
+    v = score(completion, "12")
+    assert v.reward == 1.0, v.detail
+
+
+@pytest.mark.parametrize("completion", ["<answer>12 or 13</answer>", "<answer>12, 13</answer>"])
+def test_answer_tag_listing_candidates_matches_no_single_gold(completion):
+    # read whole, as a box is: math-verify's search would take the last value
+    assert score(completion, "13").reward == 0.0
+
+
+def test_answer_tag_holding_words_is_compared_as_text():
+    assert score("<answer>Paris</answer>", "Paris").reward == 1.0
+    assert score("<answer>Sirap</answer>", "Paris").reward == 0.0
+
+
+def test_require_box_ignores_answer_tags():
+    assert score("<answer>12</answer>", "12", require_box=True).reward == 0.0

@@ -54,3 +54,28 @@ def test_gold_in_parentheses_accepted():
 @pytest.mark.parametrize("gold", ["K", "", 3, {"choices": ["a"]}, {"answer": "C", "choices": ["a", "b"]}])
 def test_unusable_gold_is_invalid(gold):
     assert score("Answer: C", gold).status == "invalid"
+
+
+@pytest.mark.parametrize("completion", [
+    "<think>A is out, so B or C</think><answer>C</answer>", "<answer> (C) </answer>", r"<answer>\boxed{C}</answer>",
+    "<answer>The answer is C</answer>", "(A) looks wrong. <answer>C</answer>",
+])
+def test_choice_is_read_inside_the_last_answer_tag(completion):
+    v = score(completion, "C")
+    assert v.reward == 1.0, v.detail
+
+
+def test_a_choice_outside_the_answer_tag_is_not_the_answer():
+    assert score("<answer>A</answer> (C)", "C").reward == 0.0
+
+
+@pytest.mark.parametrize("tag", ["A, C", "A or C", "I think C"])
+def test_an_answer_tag_naming_several_letters_earns_nothing(tag):
+    v = score(f"<answer>{tag}</answer>", "C")
+    assert v.reward == 0.0 and v.detail["reason"] == "several choices given"
+
+
+@pytest.mark.parametrize("completion", ["C", "C.", "Working...\n\n**C**", "Working...\n(C"])
+def test_a_last_line_that_is_a_lone_letter_is_the_choice(completion):
+    # "Answer with the letter only"
+    assert score(completion, "C").reward == 1.0

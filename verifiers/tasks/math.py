@@ -1,6 +1,8 @@
 """``math``: final-answer equivalence through math-verify, with a string check beside it.
 
-Extraction, all on the text after the last ``</think>``:
+Extraction, all on the text after the last ``</think>``, and only inside the last
+``<answer>...</answer>`` when there is one (unless ``require_box``); a tag's content that is
+math, with no box or answer phrase in it, is read whole, like a box:
 
 1. the last ``\\boxed{}`` / ``\\fbox{}`` -- unless a stated answer ("The final answer
    is X") comes after it and reads as an answer (the Minerva/MATH format puts both);
@@ -33,7 +35,7 @@ from latex2sympy2_extended.math_normalization import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
-from verifiers.extract import all_boxed, boxed_spans, find_answer_phrase, strip_thinking
+from verifiers.extract import all_boxed, answer_tag, boxed_spans, find_answer_phrase, strip_thinking
 from verifiers.registry import register
 
 MAX_ANSWER_CHARS = 1000  # a longer "answer" is not an answer; parsing it only costs time
@@ -291,9 +293,10 @@ def _search(text: str, timeout: int | None, units: bool = True) -> tuple[list, s
     return parsed, None
 
 
-def _extract(response: str, opts: MathOptions, timeout: int | None,
-             units: bool = True) -> tuple[str | None, str, list, str | None]:
-    """(answer text, source, parsed answer, why nothing parsed)."""
+def _extract(response: str, opts: MathOptions, timeout: int | None, units: bool = True,
+             tagged: bool = False) -> tuple[str | None, str, list, str | None]:
+    """(answer text, source, parsed answer, why nothing parsed). ``tagged``: ``response`` is the
+    content of an ``<answer>`` tag, read whole when it is math and holds no box or phrase."""
     boxes = boxed_spans(response)
     phrase = None if opts.require_box else find_answer_phrase(response)
     if phrase is not None and len(phrase.text) > MAX_ANSWER_CHARS:
@@ -321,11 +324,18 @@ def _extract(response: str, opts: MathOptions, timeout: int | None,
         return None, "none", [], None
     if phrase is not None and _has_value(stated[0]):
         return _stated_text(phrase.text, stated[0]), "answer_phrase", stated[0], None
+    if tagged and phrase is None and len(response) <= MAX_ANSWER_CHARS and _reads_as_math(response, units):
+        # Whole, as a box is: the search would take the last of "12 or 13".
+        parsed, problem = _read_answer(response, timeout, units)
+        return response, "answer_tag", parsed, problem
     parsed, problem = _search(response[-4 * MAX_ANSWER_CHARS:], timeout, units)
     if _has_value(parsed):
-        return (parsed[1] if len(parsed) > 1 else str(parsed[0])), "math_verify", parsed, None
+        return ((parsed[1] if len(parsed) > 1 else str(parsed[0])), "answer_tag" if tagged else "math_verify",
+                parsed, None)
     if phrase is not None:  # nothing parses: the phrase is still the answer given, for the string check
         return phrase.text, "answer_phrase", [], stated[1]
+    if tagged:  # and so is the tag's content
+        return response, "answer_tag", [], problem
     return None, "math_verify", [], problem
 
 
@@ -353,8 +363,13 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
     if response is None:
         return Verdict(0.0, "ok", {"reason": "no </think> in completion and think=require", "extracted": None})
     parse_timeout, verify_timeout = _timeouts(opts)
+    # Asked for <answer>...</answer> (R1-Zero-style prompts), the answer is judged inside the last
+    # tag only: a number after it ("<answer>12</answer> in 7 steps") is not the answer.
+    tag = None if opts.require_box else answer_tag(response)
+    if tag:
+        response = tag
 
-    answer, source, pred, problem = _extract(response, opts, parse_timeout)
+    answer, source, pred, problem = _extract(response, opts, parse_timeout, tagged=bool(tag))
     if source == "none":
         return Verdict(0.0, "ok", {"reason": "no \\boxed{} answer and require_box is set", "extracted": None})
     if answer is None:
@@ -379,7 +394,7 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
         kept = _letters_kept(gold, gold_parsed, parse_timeout)
         if kept is not None:  # gold "2ab" is 2*a*b, and the answer is found and read the same way
             gold_parsed, units = kept, False
-            answer_for_gold, _, pred_for_gold, _ = _extract(response, opts, parse_timeout, units=False)
+            answer_for_gold, _, pred_for_gold, _ = _extract(response, opts, parse_timeout, False, bool(tag))
             answer_for_gold = answer_for_gold or ""
         parsed_golds.append(str(gold_parsed[0]) if gold_parsed else None)
         if gold_problem:

@@ -1,10 +1,11 @@
 """``mcq``: STEM multiple choice (GPQA-style), binary.
 
-The final choice is read from the text after ``</think>``, last occurrence
-first: a boxed letter (``\\boxed{C}``, ``\\boxed{\\text{(C)}}``), then
-"Answer: C" / "the answer is (C)", then a lone "(C)", then the text of one of
-the ``choices`` when they are given. A final answer naming several letters
-("A or C", ``\\boxed{A, C}``) earns nothing.
+The final choice is read from the text after ``</think>``, and only inside the last
+``<answer>...</answer>`` when there is one (a lone letter there is the choice), last
+occurrence first: a boxed letter (``\\boxed{C}``, ``\\boxed{\\text{(C)}}``), then
+"Answer: C" / "the answer is (C)", then a lone "(C)", then a last line that is a
+lone letter ("C", "C."), then the text of one of the ``choices`` when they are given.
+A final answer naming several letters ("A or C", ``\\boxed{A, C}``) earns nothing.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import re
 from typing import Any, Literal
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
-from verifiers.extract import last_boxed, strip_thinking
+from verifiers.extract import answer_tag, final_line, last_boxed, strip_thinking
 from verifiers.registry import register
 
 LETTERS = "ABCDEFGHIJ"
@@ -59,6 +60,15 @@ _PAREN_RE = re.compile(r"\(([A-J])\)")
 
 
 def _extract(response: str, choices: list[str]) -> tuple[list[str], str]:
+    tag = answer_tag(response)
+    if tag:
+        picked, source = _extract_from(tag, choices)
+        # "<answer>C</answer>", "<answer>A, C</answer>": the letters it names
+        return (_letters_in(tag), "answer_tag") if source in ("none", "final_line") else (picked, source)
+    return _extract_from(response, choices)
+
+
+def _extract_from(response: str, choices: list[str]) -> tuple[list[str], str]:
     boxed = last_boxed(response)
     if boxed is not None:
         return _letters_in(boxed), "boxed"
@@ -68,6 +78,10 @@ def _extract(response: str, choices: list[str]) -> tuple[list[str], str]:
     parens = _PAREN_RE.findall(response)
     if parens:
         return [parens[-1]], "parenthesised"
+    line = final_line(response)
+    lone = _LETTER_RE.match(line.strip().strip("*").strip()) if line else None
+    if lone:  # "Answer with the letter only": the reply is "C"
+        return [lone.group(1)], "final_line"
     if choices:
         norm = lambda s: re.sub(r"\W+", " ", s).strip().lower()
         tail = norm(response.strip().splitlines()[-1]) if response.strip() else ""
@@ -79,10 +93,12 @@ def _extract(response: str, choices: list[str]) -> tuple[list[str], str]:
 
 @register(
     "mcq",
-    description="Multiple choice (A-J), read from a boxed letter, 'Answer: C', '(C)' or the choice text; binary.",
+    description="Multiple choice (A-J), read from an <answer> tag, a boxed letter, 'Answer: C', '(C)', a lone letter "
+                "or the choice text; binary.",
     ground_truth=['"C"', '{"answer": "C", "choices": ["...", ...]}'],
     options=McqOptions,
     timeout_s=5.0,
+    version="2",  # 2: <answer> tags and a lone letter on the last line are read
 )
 def score_mcq(completion: str, ground_truth: Any, opts: McqOptions, prompt: str | None) -> Verdict:
     letter, choices = _gold(ground_truth)
