@@ -83,6 +83,29 @@ def test_unterminated_last_code_block_counts():
     assert (block.language, block.code) == ("py", "x = 2\n")
 
 
+def test_a_longer_fence_holds_a_shorter_one():
+    # CommonMark: a block opened with four backticks closes at four or more, so it can show ``` inside
+    block = last_code_block("````markdown\n```python\nx = 1\n```\n````\nDone.")
+    assert (block.language, block.code) == ("markdown", "```python\nx = 1\n```\n")
+
+
+def test_code_block_extraction_is_linear_on_unclosed_fences():
+    import time
+    t0 = time.process_time()
+    assert last_code_block("```python\n" * 100_000).code == "```python\n" * 99_999
+    assert last_code_block("~~~\n```\n" * 50_000) is not None
+    assert time.process_time() - t0 < 5  # the regex it replaced did not finish a tenth of this in 10 s
+
+
+def test_boxed_extraction_is_linear_on_unclosed_boxes():
+    import time
+    t0 = time.process_time()
+    assert boxed_spans("\\boxed{" * 100_000) == []
+    assert len(boxed_spans("\\boxed " * 100_000)) == 0
+    assert [s.text for s in boxed_spans("\\boxed{" * 50_000 + "\\boxed{7}")] == ["7"]
+    assert time.process_time() - t0 < 5  # scanning to the end for each unclosed box did not finish a tenth in 10 s
+
+
 def test_no_code_block_gives_none():
     assert last_code_block("no code here") is None
 

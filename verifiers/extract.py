@@ -33,6 +33,7 @@ def strip_thinking(text: str, mode: ThinkMode = "auto") -> str | None:
 
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
+_BARE_TOKEN_RE = re.compile(r"[^\s$\\{}]+")
 
 
 @dataclass(frozen=True)
@@ -50,31 +51,40 @@ def boxed_spans(text: str) -> list[Span]:
     ``\\boxed 5`` (no braces) yields the following token, as LaTeX reads it.
     """
     out: list[Span] = []
+    closing: dict[int, int] | None = None  # brace matches, found once (scanning per box is quadratic)
     pos = 0
     while True:
         m = _BOX_RE.search(text, pos)
         if not m:
             return out
         if m.group(1) is None:
-            tok = re.match(r"[^\s$\\{}]+", text[m.end():])
+            tok = _BARE_TOKEN_RE.match(text, m.end())
             if tok:
-                out.append(Span(tok.group(0), m.start(), m.end() + tok.end()))
+                out.append(Span(tok.group(0), m.start(), tok.end()))
             pos = m.end()
             continue
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            out.append(Span(text[m.end(): i - 1], m.start(), i))
-        pos = i if depth == 0 else m.end()
+        if closing is None:
+            closing = _matching_braces(text)
+        end = closing.get(m.end() - 1)
+        if end is not None:
+            out.append(Span(text[m.end():end], m.start(), end + 1))
+        pos = end + 1 if end is not None else m.end()  # a box never closed: look for boxes inside it
+
+
+def _matching_braces(text: str) -> dict[int, int]:
+    """Index of each ``{`` that is closed -> index of its ``}`` (``\\{`` and ``\\}`` are not braces)."""
+    pairs: dict[int, int] = {}
+    opened: list[int] = []
+    for m in _BRACE_OR_ESCAPE_RE.finditer(text):
+        c = m.group()
+        if c == "{":
+            opened.append(m.start())
+        elif c == "}" and opened:
+            pairs[opened.pop()] = m.start()
+    return pairs
+
+
+_BRACE_OR_ESCAPE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
 
 
 def all_boxed(text: str) -> list[str]:
@@ -242,21 +252,44 @@ class CodeBlock:
     code: str
 
 
-_FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.DOTALL | re.MULTILINE)
+_OPENER_RE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)")
+_CLOSER_RE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*")
+
+
+def _fenced(text: str) -> tuple[list[CodeBlock], CodeBlock | None]:
+    """(closed blocks, the block still open at the end), one pass over the lines.
+
+    As CommonMark reads fences: a line starting with ``` or ~~~ (then the language) opens a
+    block, the next line holding only the same fence character, at least as many, closes it,
+    and a block never closed runs to the end. Not the regex ``^(fence)...\\n(.*?)^\\1$``: tried
+    at every opening fence, it scans to the end for each unclosed one, quadratic in a run of them.
+    """
+    lines = text.split("\n")
+    blocks: list[CodeBlock] = []
+    opened: tuple[str, int, str, int] | None = None  # fence char, fence length, language, body start
+    offset = 0
+    for i, line in enumerate(lines):
+        start, offset = offset, offset + len(line) + 1
+        if opened is None:
+            m = _OPENER_RE.match(line) if i < len(lines) - 1 else None  # an opening fence ends its line
+            if m:
+                opened = (m.group(1)[0], len(m.group(1)), m.group(2).lower(), offset)
+            continue
+        m = _CLOSER_RE.fullmatch(line)
+        if m and m.group(1)[0] == opened[0] and len(m.group(1)) >= opened[1]:
+            blocks.append(CodeBlock(opened[2], text[opened[3]:start]))
+            opened = None
+    return blocks, (CodeBlock(opened[2], text[opened[3]:]) if opened else None)
 
 
 def code_blocks(text: str) -> list[CodeBlock]:
-    return [CodeBlock(lang.lower(), body) for _, lang, body in _FENCE_RE.findall(text)]
+    return _fenced(text)[0]
 
 
 def last_code_block(text: str) -> CodeBlock | None:
     """The last fenced code block; an unterminated final fence counts too
     (completions are often cut at the length limit right after the code)."""
-    blocks = code_blocks(text)
-    last_closed_end = 0
-    for m in _FENCE_RE.finditer(text):
-        last_closed_end = m.end()
-    tail = re.search(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*)\Z", text[last_closed_end:], re.DOTALL | re.MULTILINE)
-    if tail and tail.group(3).strip():
-        return CodeBlock(tail.group(2).lower(), tail.group(3))
+    blocks, unclosed = _fenced(text)
+    if unclosed is not None and unclosed.code.strip():
+        return unclosed
     return blocks[-1] if blocks else None

@@ -199,7 +199,8 @@ def _clip(v: Any, n: int = CLIP) -> Any:
     family="code",
     # 2: verdicts computed outside the candidate (judge process, references), every language of
     # the sandbox's table, checkers. Cached rewards of version 1 are never served for it.
-    version="2",
+    # 3: fences read as CommonMark does (a longer fence holds a shorter one; an unclosed one runs on).
+    version="3",
     languages=lambda: _languages_info(),
 )
 def verify_code(completion: str, ground_truth: Any, options: CodeOptions, prompt: str | None = None) -> Verdict:

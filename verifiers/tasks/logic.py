@@ -56,6 +56,7 @@ def extract(response: str, require_tags: bool) -> tuple[str | None, Source]:
                   "the same entry as a JSON string"],
     options=LogicOptions,
     timeout_s=10.0,
+    version="2",  # 2: the last <answer> tag is the innermost one before the last </answer>
     preload=("reasoning_gym", "reasoning_gym.factory"),
     datasets=list(rg.KNOWN_DATASETS),
 )

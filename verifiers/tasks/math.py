@@ -354,7 +354,7 @@ def _stated_text(phrase: str, parsed: list) -> str:
     timeout_s=10.0,
     # 2: answer phrases end where the answer does, partial golds read whole or as strings, no
     # fallback on a term of an expression, no memoised timeouts. 3: word golds compared as text.
-    # 4: letters attached to a gold's number are a product, not a unit.
+    # 4: letters attached to a gold's number are a product, not a unit; the last <answer> tag is read.
     version="4",
 )
 def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: str | None) -> Verdict:
