@@ -81,6 +81,8 @@ class Live:
 
     def forget(self) -> None:
         """In a forked child of the service: drop our copies of its descriptors, touch nothing else."""
+        if self.closed:  # its descriptors are closed already; their numbers may be someone else's now
+            return
         for fd in (self.outer_pidfd, self.inner_pidfd, self.slot.lock_fd):
             if fd >= 0:
                 try:
@@ -292,8 +294,10 @@ class SessionPool:
         if s.inner_pidfd >= 0:
             reap_pid1(s.inner_pid, s.inner_pidfd)
             os.close(s.inner_pidfd)
+            s.inner_pidfd = -1
         if s.outer_pidfd >= 0:
             os.close(s.outer_pidfd)
+            s.outer_pidfd = -1
         if s.sock is not None:
             s.sock.close()
         cg = s.slot.cgroup
