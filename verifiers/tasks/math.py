@@ -383,6 +383,7 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
 
     parsed_golds: list[str | None] = []
     gold_problems: list[str] = []
+    shown = pred  # the answer as last read: golds with attached letters read it with them kept
     for gold in golds:
         if _is_word_gold(gold):
             parsed_golds.append(gold)
@@ -395,7 +396,7 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
         if kept is not None:  # gold "2ab" is 2*a*b, and the answer is found and read the same way
             gold_parsed, units = kept, False
             answer_for_gold, _, pred_for_gold, _ = _extract(response, opts, parse_timeout, False, bool(tag))
-            answer_for_gold = answer_for_gold or ""
+            answer_for_gold, shown = answer_for_gold or "", pred_for_gold
         parsed_golds.append(str(gold_parsed[0]) if gold_parsed else None)
         if gold_problem:
             gold_problems.append(gold_problem)
@@ -415,7 +416,7 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
             if gold_problem:
                 detail["gold_problem"] = gold_problem + "; compared as a string only"
             return Verdict(1.0, "ok", detail)
-    detail = {"extracted": answer, "source": source, "parsed": str(pred[0]) if pred else None,
+    detail = {"extracted": answer, "source": source, "parsed": str(shown[0]) if shown else None,
               "gold": parsed_golds if len(parsed_golds) > 1 else parsed_golds[0], "match": None}
     if problem:
         detail["parse_problem"] = problem
