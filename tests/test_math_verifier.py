@@ -318,3 +318,8 @@ def test_answer_tag_holding_words_is_compared_as_text():
 
 def test_require_box_ignores_answer_tags():
     assert score("<answer>12</answer>", "12", require_box=True).reward == 0.0
+
+
+def test_a_box_after_the_answer_tag_is_the_later_statement():
+    # the model echoed the requested format first, then answered in a box
+    assert score(r"I'll write <answer>...</answer>. So: \boxed{12}", "12").reward == 1.0

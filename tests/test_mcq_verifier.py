@@ -79,3 +79,7 @@ def test_an_answer_tag_naming_several_letters_earns_nothing(tag):
 def test_a_last_line_that_is_a_lone_letter_is_the_choice(completion):
     # "Answer with the letter only"
     assert score(completion, "C").reward == 1.0
+
+
+def test_a_boxed_letter_after_the_answer_tag_is_the_later_statement():
+    assert score(r"Format: <answer>X</answer>. So \boxed{C}", "C").reward == 1.0

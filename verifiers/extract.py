@@ -101,10 +101,11 @@ _OPEN_TAG_RE = re.compile(r"<answer>", re.IGNORECASE)
 _CLOSE_TAG_RE = re.compile(r"</answer>", re.IGNORECASE)
 
 
-def answer_tag(text: str) -> str | None:
-    """Content of the last ``<answer>...</answer>``, stripped: from the last opening tag before
-    the last closing one. Two scans, not ``<answer>(.*?)</answer>``: tried at every opening tag,
-    that regex is quadratic in a run of unclosed ones (16 s for 20,000)."""
+def answer_tag_span(text: str) -> Span | None:
+    """The last ``<answer>...</answer>``: from the last opening tag before the last closing one;
+    ``text`` is its content, stripped, ``start``/``end`` cover the tags. Two scans, not
+    ``<answer>(.*?)</answer>``: tried at every opening tag, that regex is quadratic in a run of
+    unclosed ones (16 s for 20,000)."""
     close = None
     for close in _CLOSE_TAG_RE.finditer(text):
         pass
@@ -113,7 +114,15 @@ def answer_tag(text: str) -> str | None:
     opening = None
     for opening in _OPEN_TAG_RE.finditer(text, 0, close.start()):
         pass
-    return text[opening.end():close.start()].strip() if opening is not None else None
+    if opening is None:
+        return None
+    return Span(text[opening.end():close.start()].strip(), opening.start(), close.end())
+
+
+def answer_tag(text: str) -> str | None:
+    """Content of the last ``<answer>...</answer>``, stripped."""
+    span = answer_tag_span(text)
+    return span.text if span is not None else None
 
 
 # "Final answer: the final answer is X" nests one phrase in another; the last

@@ -1,8 +1,8 @@
 """``math``: final-answer equivalence through math-verify, with a string check beside it.
 
 Extraction, all on the text after the last ``</think>``, and only inside the last
-``<answer>...</answer>`` when there is one (unless ``require_box``); a tag's content that is
-math, with no box or answer phrase in it, is read whole, like a box:
+``<answer>...</answer>`` when there is one and no box follows it (unless ``require_box``); a
+tag's content that is math, with no box or answer phrase in it, is read whole, like a box:
 
 1. the last ``\\boxed{}`` / ``\\fbox{}`` -- unless a stated answer ("The final answer
    is X") comes after it and reads as an answer (the Minerva/MATH format puts both);
@@ -35,7 +35,7 @@ from latex2sympy2_extended.math_normalization import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
-from verifiers.extract import all_boxed, answer_tag, boxed_spans, find_answer_phrase, strip_thinking
+from verifiers.extract import all_boxed, answer_tag_span, boxed_spans, find_answer_phrase, strip_thinking
 from verifiers.registry import register
 
 MAX_ANSWER_CHARS = 1000  # a longer "answer" is not an answer; parsing it only costs time
@@ -364,8 +364,10 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
         return Verdict(0.0, "ok", {"reason": "no </think> in completion and think=require", "extracted": None})
     parse_timeout, verify_timeout = _timeouts(opts)
     # Asked for <answer>...</answer> (R1-Zero-style prompts), the answer is judged inside the last
-    # tag only: a number after it ("<answer>12</answer> in 7 steps") is not the answer.
-    tag = None if opts.require_box else answer_tag(response)
+    # tag only: a number after it ("<answer>12</answer> in 7 steps") is not the answer. A box
+    # after the tag is the later statement ("format: <answer>...</answer>" echoed, then \boxed{}).
+    span = None if opts.require_box else answer_tag_span(response)
+    tag = span.text if span is not None and not any(b.start >= span.end for b in boxed_spans(response)) else None
     if tag:
         response = tag
 

@@ -1,7 +1,7 @@
 """``mcq``: STEM multiple choice (GPQA-style), binary.
 
 The final choice is read from the text after ``</think>``, and only inside the last
-``<answer>...</answer>`` when there is one (a lone letter there is the choice), last
+``<answer>...</answer>`` when there is one and no box follows it (a lone letter there is the choice), last
 occurrence first: a boxed letter (``\\boxed{C}``, ``\\boxed{\\text{(C)}}``), then
 "Answer: C" / "the answer is (C)", then a lone "(C)", then a last line that is a
 lone letter ("C", "C."), then the text of one of the ``choices`` when they are given.
@@ -13,7 +13,7 @@ import re
 from typing import Any, Literal
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
-from verifiers.extract import answer_tag, final_line, last_boxed, strip_thinking
+from verifiers.extract import answer_tag_span, boxed_spans, final_line, last_boxed, strip_thinking
 from verifiers.registry import register
 
 LETTERS = "ABCDEFGHIJ"
@@ -60,7 +60,9 @@ _PAREN_RE = re.compile(r"\(([A-J])\)")
 
 
 def _extract(response: str, choices: list[str]) -> tuple[list[str], str]:
-    tag = answer_tag(response)
+    span = answer_tag_span(response)
+    # a box after the tag is the later statement ("format: <answer>...</answer>" echoed first)
+    tag = span.text if span is not None and not any(b.start >= span.end for b in boxed_spans(response)) else None
     if tag:
         picked, source = _extract_from(tag, choices)
         # "<answer>C</answer>", "<answer>A, C</answer>": the letters it names
