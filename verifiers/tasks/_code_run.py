@@ -115,8 +115,19 @@ def run_tests(mode: str, language: languages.Language, code: str, tests: list[An
             end = time.monotonic() + budget_s
             output_total = 0
             stopped = False
+            decided: dict[int, dict] = {}
+            if mode == "assert" and len(tests) > 1 and all(t.get("call") is None for t in tests):
+                decided = _assert_all(session, tests, limits, timeout_s, end - time.monotonic())
+                if len(decided) < len(tests):
+                    session.put(files)  # the batch's pair carried the session's closing wipe
+                    session.wiped = None
             for i, test in enumerate(tests):
                 left = end - time.monotonic()
+                if i in decided and not stopped:
+                    r = decided[i]
+                    out.tests.append(r)
+                    stopped = stop(i, r)
+                    continue
                 if stopped or left < 0.05 or output_total > TOTAL_OUTPUT_CAP:
                     why = "an earlier test failed" if stopped else "the time or output budget of the whole run was spent"
                     out.tests.append({"status": "not_run", "error": why})
@@ -183,6 +194,52 @@ def _call(session, fn_name: str, args: list, limits: Limits, last: bool = False)
     if not r.side_output:
         return dict(d, status="no_result", error="the program ended before returning a value (e.g. sys.exit)")
     return dict(d, status="completed", value_json=r.side_output.decode("utf-8", "replace"))
+
+
+def _assert_all(session, specs: list[dict], limits: Limits, timeout_s: float, left_s: float) -> dict[int, dict]:
+    """MBPP's asserts of one item in one judge/candidate pair (one candidate process, each test in a
+    namespace of its own with its own deadline): the verdicts it reached, by test index. A test that
+    killed the candidate, and every test after a timeout or a broken protocol, is left to a pair of
+    its own (``_assert``), which also gives a death its exact status (memory, CPU, exit)."""
+    n = len(specs)
+    wall = min(n * timeout_s + 1, left_s)
+    if wall < 0.05:
+        return {}
+    batch_limits = replace(limits, wall_time_s=wall, cpu_time_s=wall + 1)
+    judge_limits = Limits(wall_time_s=wall + 1, cpu_time_s=wall + 2, memory_mb=JUDGE_MEMORY_MB, max_processes=8,
+                          output_bytes=1 << 20, file_size_mb=1)
+
+    def pair(tests: list[dict]):
+        return session.pair(Program(python_source=JUDGE_SOURCE), Program(python="candidate.py"),
+                            judge_input=json.dumps({"tests": tests, "test_timeout_s": timeout_s,
+                                                    "budget_s": wall - 0.25}).encode(),
+                            limits=batch_limits, judge_limits=judge_limits, last=True)
+
+    p = pair([{k: v for k, v in s.items() if k != "source"} for s in specs])
+    if p.report and b'"need_source"' in p.report:
+        return {}  # the sandbox's Python can't load our bytecode: each test goes as source, a pair each
+    if p.judge.status == RunStatus.sandbox_error or p.candidate.status == RunStatus.sandbox_error:
+        return {}
+    try:
+        report = json.loads(p.report) if p.report else None
+    except ValueError:
+        report = None
+    results = report.get("results") if isinstance(report, dict) else None
+    if not isinstance(results, list):
+        return {}  # no report (the pair's wall clock, the judge's memory): each test a pair of its own
+    stderr = p.candidate.stderr.decode("utf-8", "replace")[-1000:] if p.candidate.stderr else ""
+    decided: dict[int, dict] = {}
+    for i, r in enumerate(results[:n]):
+        status = r.get("status") if isinstance(r, dict) else None
+        if status not in ("passed", "failed", "timeout"):
+            break  # the candidate died under it: its own pair says how
+        d = {"time_s": r.get("time_s", 0.0), "status": status}
+        if status != "passed":
+            d["error"] = str(r.get("error", ""))[-2000:]
+            if stderr:
+                d["stderr"] = stderr
+        decided[i] = d
+    return decided
 
 
 def _assert(session, spec: dict, limits: Limits, last: bool = False, reput=None) -> dict:

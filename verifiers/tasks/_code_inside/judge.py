@@ -1,4 +1,4 @@
-"""The judge of one assert-based test (RUNS INSIDE THE SANDBOX, after wire.py; stdlib only).
+"""The judge of assert-based tests (RUNS INSIDE THE SANDBOX, after wire.py; stdlib only).
 
 A fork of the session's supervisor that never runs candidate code: it holds
 the test (read from descriptor 4, which only it has), runs it with the
@@ -9,6 +9,11 @@ accepts only plain values: a reference to a candidate's object can't be
 compared, so no ``__eq__`` of the candidate's decides anything. Not dumpable
 (inherited from the supervisor), so the candidate beside it can't ptrace it
 or open its /proc entries.
+
+One test (a HumanEval ``check``), or several (MBPP's asserts, ``{"tests": [...]}``)
+against the same candidate process, each in a namespace of its own and with a
+deadline of its own, one report each, until a test leaves the candidate unusable
+(a timeout, its death, a broken protocol): the service judges the rest a pair each.
 """
 import builtins as _builtins
 
@@ -72,20 +77,82 @@ def _format(e):
     return (head + name + (": " + text if text else ""))[-2000:]
 
 
-def judge(spec, ep):
+class _Deadline(BaseException):
+    """A test ran past its time: raised by the alarm wherever the judge is, a read included."""
+
+
+def _greet(ep):
+    """(the names the solution offers, None), or (None, the report of every test) when there are none."""
     try:
         ep.allow_modules = True
         hello = ep.recv()
         if "error" in hello:
-            return {"status": "failed", "error": "the solution failed to load:\n" + str(hello["error"])[-2000:]}
+            return None, {"status": "failed", "error": "the solution failed to load:\n" + str(hello["error"])[-2000:]}
         offered = ep.decode(hello.get("names", {"d": []}))
         ep.allow_modules = False
         if type(offered) is not dict:
             raise ProtocolError("bad greeting")
     except PeerGone:
-        return {"status": "candidate_died", "error": "the program ended before the test started"}
+        return None, {"status": "candidate_died", "error": "the program ended before the test started"}
     except ProtocolError as e:
-        return {"status": "failed", "error": "the program broke the test protocol: %s" % e}
+        return None, {"status": "failed", "error": "the program broke the test protocol: %s" % e, "stop": 1}
+    return offered, None
+
+
+def judge(spec, ep):
+    offered, failure = _greet(ep)
+    if failure is not None:
+        failure.pop("stop", None)
+        return failure
+    return _run(spec, offered, ep)
+
+
+def judge_all(spec, ep):
+    import signal
+    import time
+
+    def alarm(signum, frame):
+        raise _Deadline()
+
+    tests, limit, budget = spec["tests"], float(spec["test_timeout_s"]), float(spec["budget_s"])
+    timeout = {"status": "timeout", "error": "the test ran past its %g s" % limit, "stop": 1}
+    signal.signal(signal.SIGALRM, alarm)
+    start = time.monotonic()
+    try:  # loading the solution is the first test's time, as it is in a pair of its own
+        signal.setitimer(signal.ITIMER_REAL, min(limit, budget))
+        try:
+            offered, failure = _greet(ep)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:
+        offered, failure = None, timeout
+    if failure is not None:
+        # a solution that doesn't load fails every test the same way; anything else ends the batch
+        return {"results": [failure] * (len(tests) if failure["status"] == "failed" and "stop" not in failure else 1)}
+    results = []
+    for test in tests:
+        t0 = time.monotonic()
+        left = budget - (t0 - start)  # the item's budget, which ends the pair: report before it does
+        if left < 0.05:
+            break
+        try:
+            signal.setitimer(signal.ITIMER_REAL, min(left, max(0.001, limit - (t0 - start)) if not results else limit))
+            try:
+                r = _run(test, offered, ep)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Deadline:
+            r = dict(timeout)
+        if r["status"] == "need_source":
+            return r
+        r["time_s"] = round(time.monotonic() - (start if not results else t0), 4)
+        results.append(r)
+        if "stop" in r or r["status"] not in ("passed", "failed"):
+            break
+    return {"results": results}
+
+
+def _run(spec, offered, ep):
     if "code" in spec:  # compiled by the service, when our bytecode is its
         import base64
         import marshal
@@ -127,7 +194,9 @@ def judge(spec, ep):
     except PeerGone:
         return {"status": "candidate_died", "error": "the program ended during the test"}
     except ProtocolError as e:
-        return {"status": "failed", "error": "the program broke the test protocol: %s" % e}
+        return {"status": "failed", "error": "the program broke the test protocol: %s" % e, "stop": 1}
+    except _Deadline:
+        raise
     except BaseException as e:  # noqa: BLE001 - a failed assert, or anything else the test raised
         return {"status": "failed", "error": _format(e)}
 
@@ -148,7 +217,8 @@ def main():
     os.close(4)
     spec = json.loads(data)
     del data
-    out = judge(spec, Endpoint(3, trusted=True))
+    ep = Endpoint(3, trusted=True)
+    out = judge_all(spec, ep) if "tests" in spec else judge(spec, ep)
     view = memoryview(json.dumps(out).encode())
     while view:
         view = view[os.write(report, view):]
