@@ -199,7 +199,8 @@ def _clip(v: Any, n: int = CLIP) -> Any:
     family="code",
     # 2: verdicts computed outside the candidate (judge process, references), every language of
     # the sandbox's table, checkers. Cached rewards of version 1 are never served for it.
-    # 3: fences read as CommonMark does (a longer fence holds a shorter one; an unclosed one runs on).
+    # 3: fences read as CommonMark does (a longer fence holds a shorter one; an unclosed one runs on);
+    # an MBPP item's asserts share one candidate process (its module state carries over, as in MBPP's harness).
     version="3",
     languages=lambda: _languages_info(),
 )
