@@ -209,13 +209,11 @@ def _assert_all(session, specs: list[dict], limits: Limits, timeout_s: float, le
     judge_limits = Limits(wall_time_s=wall + 1, cpu_time_s=wall + 2, memory_mb=JUDGE_MEMORY_MB, max_processes=8,
                           output_bytes=1 << 20, file_size_mb=1)
 
-    def pair(tests: list[dict]):
-        return session.pair(Program(python_source=JUDGE_SOURCE), Program(python="candidate.py"),
-                            judge_input=json.dumps({"tests": tests, "test_timeout_s": timeout_s,
-                                                    "budget_s": wall - 0.25}).encode(),
-                            limits=batch_limits, judge_limits=judge_limits, last=True)
-
-    p = pair([{k: v for k, v in s.items() if k != "source"} for s in specs])
+    tests = [{k: v for k, v in s.items() if k != "source"} for s in specs]
+    p = session.pair(Program(python_source=JUDGE_SOURCE), Program(python="candidate.py"),
+                     judge_input=json.dumps({"tests": tests, "test_timeout_s": timeout_s,
+                                             "budget_s": wall - 0.25}).encode(),
+                     limits=batch_limits, judge_limits=judge_limits, last=True)
     if p.report and b'"need_source"' in p.report:
         return {}  # the sandbox's Python can't load our bytecode: each test goes as source, a pair each
     if p.judge.status == RunStatus.sandbox_error or p.candidate.status == RunStatus.sandbox_error:
