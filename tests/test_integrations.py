@@ -514,6 +514,15 @@ def test_trl_task_column_picks_the_task_per_row(open_url):
     assert rewards == [1.0, 1.0]
 
 
+def test_trl_row_without_a_task_is_not_this_functions_row(open_url):
+    # a dataset mixing our tasks with rows another reward function scores: TRL reads None as "doesn't apply"
+    fn = make_reward_func(task=None, url=open_url, ground_truth_column="answer", task_column="kind")
+    rewards = fn(prompts=["p", "q", "r"], completions=["\\boxed{12}", "a poem", "\\boxed{3}"],
+                 **trl_kwargs(answer=["12", None, "4"], kind=["math", None, "math"]))
+    assert rewards == [1.0, None, 0.0]
+    assert fn(prompts=["q"], completions=["a poem"], **trl_kwargs(answer=[None], kind=[""])) == [None]
+
+
 def test_trl_reward_func_uses_the_api_key(keyed_url):
     fn = make_reward_func(task="math", url=keyed_url, api_key=KEY)
     assert fn(prompts=["p"], completions=["\\boxed{1}"], **trl_kwargs(ground_truth=["1"])) == [1.0]

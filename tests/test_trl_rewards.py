@@ -58,6 +58,13 @@ def test_async_reward_func_scores_what_the_sync_one_scores(open_url):
         == [1.0, 0.0, 1.0]
 
 
+def test_async_reward_func_gives_none_for_a_row_without_a_task(open_url):
+    fn = make_reward_func(task=None, task_column="kind", url=open_url, asynchronous=True)
+    got = asyncio.run(fn(prompts=["p", "q"], completions=["\\boxed{4}", "x"],
+                         **trl_kwargs(ground_truth=["4", None], kind=["math", None])))
+    assert got == [1.0, None]
+
+
 def test_async_reward_func_keeps_one_client_per_event_loop(open_url):
     fn = make_reward_func(task="math", url=open_url, asynchronous=True)
 

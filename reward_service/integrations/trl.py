@@ -100,7 +100,9 @@ class ServiceRewardFunc:
     def __repr__(self) -> str:
         return f"<{self.__name__}: reward service {self.url} task={self.task or '@' + str(self.task_column)}>"
 
-    def items(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[Item]:
+    def items(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[Item | None]:
+        """One item per row; None for a row with no task (its task column empty and no default task):
+        this function doesn't apply to it, and TRL takes a None as exactly that."""
         n = len(completions)
         truths = columns.get(self.ground_truth_column)
         if truths is None:
@@ -114,7 +116,8 @@ class ServiceRewardFunc:
         for i in range(n):
             task = (tasks[i] if tasks is not None and tasks[i] else None) or self.task
             if not task:
-                raise ValueError(f"{self.__name__}: row {i} has no task ({self.task_column!r} empty, no default)")
+                items.append(None)
+                continue
             options = (per_row_options[i] if per_row_options is not None else None) or self.options
             items.append(
                 Item(
@@ -135,11 +138,18 @@ class ServiceRewardFunc:
             log_metric(f"{self.__name__}/not_ok_frac", sum(r.status != "ok" for r in results) / len(results))
         return [None if r.status in self.none_for else r.reward for r in results]
 
+    def rows(self, items: Sequence[Item | None], results: Sequence[Result], log_metric: Any = None) -> list[float | None]:
+        """The rewards of the scored rows (``results``, in order) in their rows; None where no item was sent."""
+        scored = iter(self.rewards(results, log_metric))
+        return [None if item is None else next(scored) for item in items]
+
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         items = self.items(prompts, completions, **kwargs)
+        sent = [item for item in items if item is not None]
         if self._client is None:
             self._client = RewardClient(self.url, self.api_key)
-        return self.rewards(self._client.score(items, timeout_s=self.timeout_s), kwargs.get("log_metric"))
+        results = self._client.score(sent, timeout_s=self.timeout_s) if sent else []
+        return self.rows(items, results, kwargs.get("log_metric"))
 
 
 class AsyncServiceRewardFunc(ServiceRewardFunc):
@@ -182,8 +192,9 @@ class AsyncServiceRewardFunc(ServiceRewardFunc):
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                        **kwargs: Any) -> list[float | None]:
         items = self.items(prompts, completions, **kwargs)
-        results = await self.client().score(items, timeout_s=self.timeout_s)
-        return self.rewards(results, kwargs.get("log_metric"))
+        sent = [item for item in items if item is not None]
+        results = await self.client().score(sent, timeout_s=self.timeout_s) if sent else []
+        return self.rows(items, results, kwargs.get("log_metric"))
 
     async def aclose(self) -> None:
         """Close the running loop's client (the next call opens another)."""
@@ -228,7 +239,9 @@ def make_reward_func(
     """A GRPOTrainer reward function scoring completions with the reward service.
 
     ``task`` is the default task; ``task_column`` (a dataset column) overrides it per row, so one
-    function serves a mixed math/code/mcq dataset. ``ground_truth_column`` names the dataset column
+    function serves a mixed math/code/mcq dataset; a row whose task column is empty, with no default
+    ``task``, gets ``None`` (not this function's row: another reward function of the trainer scores
+    it) and is not sent. ``ground_truth_column`` names the dataset column
     holding each row's reference answer; ``options``/``options_column`` give task options.
     ``url``/``api_key`` default to ``REWARD_SERVICE_URL``/``REWARD_SERVICE_API_KEY``.
 
