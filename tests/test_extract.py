@@ -1,7 +1,7 @@
 """Answer extraction shared by every verifier."""
 from verifiers.extract import (
     all_boxed, answer_phrase, answer_tag, boxed_spans, final_line, find_answer_phrase, last_boxed, last_code_block,
-    strip_thinking,
+    stated_in_tag, strip_thinking,
 )
 
 
@@ -147,3 +147,10 @@ def test_boxed_spans_cover_the_command():
     spans = boxed_spans(text)
     assert [s.text for s in spans] == ["a{b}", "7"]
     assert text[spans[0].start:spans[0].end] == r"\boxed{a{b}}"
+
+
+def test_stated_in_tag_is_the_last_tag_unless_a_box_follows_it():
+    assert stated_in_tag("<answer> 7 </answer>") == "7"
+    assert stated_in_tag(r"<answer>...</answer> so \boxed{7}") is None
+    assert stated_in_tag(r"\boxed{6} <answer>7</answer>") == "7"
+    assert stated_in_tag("<answer> </answer>") is None

@@ -125,6 +125,15 @@ def answer_tag(text: str) -> str | None:
     return span.text if span is not None else None
 
 
+def stated_in_tag(text: str) -> str | None:
+    """The last ``<answer>`` tag's content when it is the final statement: not empty, and no
+    ``\\boxed{}`` after it (a model that echoes the requested format, then answers in a box)."""
+    span = answer_tag_span(text)
+    if span is None or not span.text or any(b.start >= span.end for b in boxed_spans(text)):
+        return None
+    return span.text
+
+
 # "Final answer: the final answer is X" nests one phrase in another; the last
 # marker in the text is the innermost, so it is the one read.
 _PHRASE_RE = re.compile(r"\b(?:final\s+answer|answer)\s*(?:is\b|:|=)\s*:?", re.IGNORECASE)

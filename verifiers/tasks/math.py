@@ -35,7 +35,7 @@ from latex2sympy2_extended.math_normalization import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
-from verifiers.extract import all_boxed, answer_tag_span, boxed_spans, find_answer_phrase, strip_thinking
+from verifiers.extract import all_boxed, boxed_spans, find_answer_phrase, stated_in_tag, strip_thinking
 from verifiers.registry import register
 
 MAX_ANSWER_CHARS = 1000  # a longer "answer" is not an answer; parsing it only costs time
@@ -366,8 +366,7 @@ def score_math(completion: str, ground_truth: Any, opts: MathOptions, prompt: st
     # Asked for <answer>...</answer> (R1-Zero-style prompts), the answer is judged inside the last
     # tag only: a number after it ("<answer>12</answer> in 7 steps") is not the answer. A box
     # after the tag is the later statement ("format: <answer>...</answer>" echoed, then \boxed{}).
-    span = None if opts.require_box else answer_tag_span(response)
-    tag = span.text if span is not None and not any(b.start >= span.end for b in boxed_spans(response)) else None
+    tag = None if opts.require_box else stated_in_tag(response)
     if tag:
         response = tag
 

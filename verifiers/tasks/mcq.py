@@ -13,7 +13,7 @@ import re
 from typing import Any, Literal
 
 from verifiers.base import InvalidInput, TaskOptions, Verdict
-from verifiers.extract import answer_tag_span, boxed_spans, final_line, last_boxed, strip_thinking
+from verifiers.extract import final_line, last_boxed, stated_in_tag, strip_thinking
 from verifiers.registry import register
 
 LETTERS = "ABCDEFGHIJ"
@@ -60,9 +60,7 @@ _PAREN_RE = re.compile(r"\(([A-J])\)")
 
 
 def _extract(response: str, choices: list[str]) -> tuple[list[str], str]:
-    span = answer_tag_span(response)
-    # a box after the tag is the later statement ("format: <answer>...</answer>" echoed first)
-    tag = span.text if span is not None and not any(b.start >= span.end for b in boxed_spans(response)) else None
+    tag = stated_in_tag(response)
     if tag:
         picked, source = _extract_from(tag, choices)
         # "<answer>C</answer>", "<answer>A, C</answer>": the letters it names
