@@ -5,6 +5,11 @@ import os
 
 import pytest
 
+try:  # tests/ as a package or as a plain directory on sys.path
+    from tests.live_service import SERVICE_KEY, running_service
+except ImportError:
+    from live_service import SERVICE_KEY, running_service
+
 BACKEND_ENV = "REWARD_SERVICE_SANDBOX_BACKEND"
 
 
@@ -19,3 +24,17 @@ def sandbox_backend_stays_put():
         os.environ.pop(BACKEND_ENV, None)
     else:
         os.environ[BACKEND_ENV] = before
+
+
+@pytest.fixture(scope="module")
+def open_url():
+    """A live service without an API key, one per test module."""
+    with running_service() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_url():
+    """A live service that wants ``SERVICE_KEY``, one per test module."""
+    with running_service(api_key=SERVICE_KEY) as url:
+        yield url

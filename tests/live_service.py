@@ -30,6 +30,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVICE_KEY = "integration-key"  # what the `keyed_url` fixture (conftest.py) wants
+
+
 @contextlib.contextmanager
 def running_service(api_key: str | None = None, workers: int = 1, **env: str) -> Iterator[str]:
     """Base URL of the real service, started for the duration of the block."""

@@ -15,26 +15,14 @@ import statistics
 import httpx
 import pytest
 
-from live_service import running_service
+from live_service import SERVICE_KEY
 from trl_trainer import tiny_trainer
 from reward_service.client import AsyncRewardClient, RewardClient
 from reward_service.integrations import verl
 from reward_service.integrations.openrlhf_items import build_items, clean_completion, parse_label, split_completion
 from reward_service.integrations.trl import ServiceRewardFunc, make_reward_func
 
-KEY = "integration-key"
-
-
-@pytest.fixture(scope="module")
-def open_url():
-    with running_service() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def keyed_url():
-    with running_service(api_key=KEY) as url:
-        yield url
+KEY = SERVICE_KEY
 
 
 @pytest.fixture

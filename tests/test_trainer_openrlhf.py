@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from live_service import running_service
+from live_service import SERVICE_KEY
 from trainer_envs import REPO, run_driver, trainer_python
 
-KEY = "openrlhf-test-key"
+KEY = SERVICE_KEY
 REWARD_FUNC = str(REPO / "reward_service" / "integrations" / "openrlhf_reward_func.py")
 EXAMPLE = REPO / "examples" / "openrlhf" / "train_reinforce_with_reward_service.sh"
 IFEVAL_ENDS_WITH = {"task": "ifeval", "ground_truth": {"instruction_id_list": ["startend:end_checker"],
@@ -32,18 +32,6 @@ IFEVAL_ENDS_WITH = {"task": "ifeval", "ground_truth": {"instruction_id_list": ["
 @pytest.fixture(scope="module", autouse=True)
 def openrlhf_installed():
     trainer_python("openrlhf")
-
-
-@pytest.fixture(scope="module")
-def open_url():
-    with running_service() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def keyed_url():
-    with running_service(api_key=KEY) as url:
-        yield url
 
 
 def rollout(remote_url: str, samples: list[dict], family: str = "chatml", env: dict | None = None,

@@ -13,17 +13,10 @@ import pickle
 
 import pytest
 
-from live_service import running_service
 from reward_service.client import AsyncRewardClient, RewardClient
 from reward_service.integrations.trl import AsyncServiceRewardFunc, make_reward_func
 from reward_service.models import Result
 from trl_trainer import tiny_trainer
-
-
-@pytest.fixture(scope="module")
-def open_url():
-    with running_service() as url:
-        yield url
 
 
 def trl_kwargs(log_metric=lambda name, value: None, **columns):
